@@ -1,0 +1,31 @@
+"""The wire: framing, signing, serialization and connection files.
+
+Imports no other part of hpclaunch (only the leaf ``hpclaunch.error``); the
+controller, engine and client meet here and nowhere else. The message catalogue
+is in ``docs/protocol.md``.
+"""
+
+from .connection import ensure_private_dir, read_connection_file, write_connection_file
+from .session import (
+    DELIM,
+    PROTOCOL_VERSION,
+    SIGNATURE_SCHEME,
+    Message,
+    ReplayGuard,
+    Session,
+    json_frame,
+    new_key,
+    split_idents,
+    utcnow,
+)
+from .serialize import deserialize, pack_apply, serialize, unpack_apply
+
+#: First frame after the routing id of a heartbeat ping/pong (never a valid DELIM).
+HEARTBEAT = b"\x00hb"
+
+__all__ = [
+    "DELIM", "HEARTBEAT", "PROTOCOL_VERSION", "SIGNATURE_SCHEME", "Message", "ReplayGuard",
+    "Session", "deserialize", "ensure_private_dir", "json_frame", "new_key", "pack_apply",
+    "read_connection_file", "serialize", "split_idents", "unpack_apply", "utcnow",
+    "write_connection_file",
+]

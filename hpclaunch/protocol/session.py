@@ -1,0 +1,230 @@
+"""Signed multipart messages: building, signing, verifying and parsing.
+
+Wire layout (the Jupyter messaging layout)::
+
+    [routing ids..., b"<IDS|MSG>", signature, header, parent_header, metadata, content, buffers...]
+
+The signature is the hex HMAC-SHA256 of header, parent_header, metadata, content
+*and every buffer*, in that order. Buffers carry pickled code, so leaving them
+unsigned (as the anchors do) would let anyone who can reach a socket run code.
+"""
+
+import collections
+import hashlib
+import hmac
+import json
+import os
+import time
+import uuid
+
+from ..error import ProtocolError, SignatureError
+
+DELIM = b"<IDS|MSG>"
+PROTOCOL_VERSION = "1.0"
+SIGNATURE_SCHEME = "hmac-sha256"
+#: Frames after the delimiter before buffers start: signature + 4 JSON dicts.
+N_FIXED = 5
+#: JSON frames above this size are refused before parsing (a header is tiny).
+MAX_JSON_FRAME = 16 * 1024 * 1024
+#: How many recent signatures a receiver remembers to reject replays.
+REPLAY_HISTORY = 1 << 16
+
+
+def new_key():
+    """32 random bytes, hex encoded: the shared secret of one cluster."""
+    return os.urandom(32).hex().encode("ascii")
+
+
+def _dumps(obj):
+    return json.dumps(obj, separators=(",", ":"), default=str).encode("utf-8")
+
+
+def _loads(frame):
+    data = frame if isinstance(frame, bytes) else frame.bytes
+    if len(data) > MAX_JSON_FRAME:
+        raise ProtocolError(f"JSON frame of {len(data)} bytes exceeds {MAX_JSON_FRAME}")
+    try:
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ProtocolError(f"frame is not JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(f"frame is JSON {type(obj).__name__}, expected an object")
+    return obj
+
+
+def utcnow():
+    """Seconds since the epoch as a float: cheap to make, compare and store."""
+    return time.time()
+
+
+class Message:
+    """A parsed message. ``frames`` keeps the signed frames (signature onward)
+    exactly as received, so a router can forward or store them untouched."""
+
+    __slots__ = ("idents", "header", "parent", "metadata", "content", "buffers", "frames")
+
+    def __init__(self, idents, header, parent, metadata, content, buffers, frames):
+        self.idents = idents
+        self.header = header
+        self.parent = parent
+        self.metadata = metadata
+        self.content = content
+        self.buffers = buffers
+        self.frames = frames
+
+    @property
+    def msg_type(self):
+        return self.header["msg_type"]
+
+    @property
+    def msg_id(self):
+        return self.header["msg_id"]
+
+    @property
+    def signature(self):
+        f = self.frames[0]
+        return f if isinstance(f, bytes) else f.bytes
+
+    def __repr__(self):
+        return f"<Message {self.header.get('msg_type')} {self.header.get('msg_id')}>"
+
+
+class ReplayGuard:
+    """Remembers the last ``size`` signatures; a repeat is a replay."""
+
+    def __init__(self, size=REPLAY_HISTORY):
+        self._seen = set()
+        self._order = collections.deque()
+        self._size = size
+
+    def check_and_add(self, signature):
+        if signature in self._seen:
+            raise SignatureError("replayed message: this signature was already received")
+        self._seen.add(signature)
+        self._order.append(signature)
+        if len(self._order) > self._size:
+            self._seen.discard(self._order.popleft())
+
+
+def split_idents(frames):
+    """Split raw frames at the delimiter: (idents, signed frames)."""
+    for i, f in enumerate(frames):
+        data = f if isinstance(f, bytes) else f.bytes if len(f) == len(DELIM) else None
+        if data == DELIM:
+            return list(frames[:i]), list(frames[i + 1:])
+    raise ProtocolError("no <IDS|MSG> delimiter in message")
+
+
+def _as_bytes(f):
+    return f if isinstance(f, bytes) else f.bytes
+
+
+class Session:
+    """One side of the signed conversation: a key, a session id and a username.
+
+    ``pack``/``send`` make signed frames; ``unpack`` verifies and parses them.
+    One Session per process; it is cheap and keeps only the replay history.
+    """
+
+    def __init__(self, key, session=None, username=None, check_replay=True):
+        if isinstance(key, str):
+            key = key.encode("ascii")
+        if not key:
+            raise ValueError("a Session needs a non-empty key")
+        self.key = key
+        self._hmac = hmac.new(key, digestmod=hashlib.sha256)
+        self.session = session or uuid.uuid4().hex
+        self.username = username or os.environ.get("USER", "hpclaunch")
+        self._counter = 0
+        self.replay = ReplayGuard() if check_replay else None
+
+    # -- building ---------------------------------------------------------
+    def new_msg_id(self):
+        self._counter += 1
+        return f"{self.session[:12]}_{os.getpid()}_{self._counter}"
+
+    def header(self, msg_type, msg_id=None):
+        return {
+            "msg_id": msg_id or self.new_msg_id(),
+            "msg_type": msg_type,
+            "session": self.session,
+            "username": self.username,
+            "date": utcnow(),
+            "version": PROTOCOL_VERSION,
+        }
+
+    def sign(self, frames):
+        """Hex HMAC over the given frames (header, parent, metadata, content, buffers...)."""
+        h = self._hmac.copy()
+        for f in frames:
+            h.update(f)
+        return h.hexdigest().encode("ascii")
+
+    def pack(self, msg_type, content=None, parent=None, metadata=None, buffers=(), header=None):
+        """Signed frames ``[DELIM, sig, header, parent, metadata, content, *buffers]``.
+
+        ``parent`` may be a header dict or a Message (its header is used).
+        Returns (header dict, frames list)."""
+        header = header or self.header(msg_type)
+        if isinstance(parent, Message):
+            parent = parent.header
+        body = [_dumps(header), _dumps(parent or {}), _dumps(metadata or {}), _dumps(content or {})]
+        buffers = list(buffers)
+        sig = self.sign(body + buffers)
+        return header, [DELIM, sig] + body + buffers
+
+    def send(self, socket, msg_type, content=None, parent=None, metadata=None,
+             buffers=(), ident=None, header=None):
+        """Sign and send; returns the header (its msg_id identifies the request)."""
+        header, frames = self.pack(msg_type, content, parent, metadata, buffers, header)
+        if ident is not None:
+            frames = (list(ident) if isinstance(ident, (list, tuple)) else [ident]) + frames
+        socket.send_multipart(frames, copy=_small(frames))
+        return header
+
+    # -- receiving --------------------------------------------------------
+    def verify(self, signed_frames, check_replay=True):
+        """Check the signature of ``[sig, header, parent, metadata, content, *buffers]``."""
+        if len(signed_frames) < N_FIXED:
+            raise ProtocolError(f"message has {len(signed_frames)} frames after the delimiter, "
+                                f"expected at least {N_FIXED}")
+        sig = _as_bytes(signed_frames[0])
+        if not sig:
+            raise SignatureError("unsigned message (empty signature frame)")
+        expected = self.sign(signed_frames[1:])
+        if not hmac.compare_digest(sig, expected):
+            raise SignatureError("signature did not verify: the sender used a different key "
+                                 "(wrong or stale connection file?) or the message was altered")
+        if check_replay and self.replay is not None:
+            self.replay.check_and_add(sig)
+        return sig
+
+    def unpack(self, frames, check_replay=True, content=True):
+        """Verify and parse raw frames (with routing ids) into a Message.
+
+        ``content=False`` leaves the content frame unparsed (``msg.content`` is None),
+        for routers that only need the header and metadata."""
+        idents, signed = split_idents(frames)
+        return self.unpack_signed(idents, signed, check_replay, content)
+
+    def unpack_signed(self, idents, signed, check_replay=True, content=True):
+        self.verify(signed, check_replay)
+        header = _loads(signed[1])
+        for key in ("msg_id", "msg_type", "session"):
+            if not isinstance(header.get(key), str):
+                raise ProtocolError(f"header lacks a string {key!r}")
+        return Message(
+            idents, header, _loads(signed[2]), _loads(signed[3]),
+            _loads(signed[4]) if content else None,
+            signed[N_FIXED:], signed,
+        )
+
+
+def _small(frames):
+    """Copy small messages (faster), send big buffers zero-copy."""
+    return sum(len(f) for f in frames) < 65536
+
+
+def json_frame(obj):
+    """Encode one dict the way message frames are encoded (for tests and tools)."""
+    return _dumps(obj)
