@@ -80,6 +80,12 @@ class Message:
     def msg_id(self):
         return self.header["msg_id"]
 
+    def load_content(self):
+        """Parse the content frame if ``unpack(content=False)`` skipped it."""
+        if self.content is None:
+            self.content = _loads(self.frames[4])
+        return self.content
+
     @property
     def signature(self):
         f = self.frames[0]
@@ -107,11 +113,11 @@ class ReplayGuard:
 
 
 def split_idents(frames):
-    """Split raw frames at the delimiter: (idents, signed frames)."""
+    """Split raw frames at the delimiter: (idents as bytes, signed frames)."""
     for i, f in enumerate(frames):
         data = f if isinstance(f, bytes) else f.bytes if len(f) == len(DELIM) else None
         if data == DELIM:
-            return list(frames[:i]), list(frames[i + 1:])
+            return [_as_bytes(f) for f in frames[:i]], list(frames[i + 1:])
     raise ProtocolError("no <IDS|MSG> delimiter in message")
 
 

@@ -1,0 +1,119 @@
+"""``hpclaunch controller``: bind the one port, write connection files, serve.
+
+argparse rather than click: the launcher starts this module directly and
+start-up time counts toward "8 engines up in 2 s".
+"""
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+
+import zmq
+
+from ..protocol import SIGNATURE_SCHEME, Session, new_key, paths, write_connection_file
+from .heartbeat import HeartMonitor
+from .hub import Hub
+from .taskdb import MemoryDB
+
+log = logging.getLogger("hpclaunch.controller")
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+class _Stop(BaseException):
+    """Raised by the signal handler to leave a blocking poll at once."""
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="hpclaunch controller",
+                                description="Run an hpclaunch controller (hub + schedulers).")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--profile", help="profile name (default: 'default')")
+    where.add_argument("--profile-dir", help="profile directory (overrides --profile)")
+    p.add_argument("--ip", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; '*' or 0.0.0.0 for all)")
+    p.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
+    p.add_argument("--location", help="host name or address that engines and clients should "
+                                      "connect to when --ip is not a single address")
+    p.add_argument("--hb-period", type=float, default=2.0,
+                   help="seconds between heartbeats (default 2)")
+    p.add_argument("--hb-liveness", type=int, default=3,
+                   help="missed heartbeats before an engine is declared dead (default 3)")
+    p.add_argument("--max-records", type=int, default=100_000,
+                   help="task records kept in memory before the oldest completed are culled")
+    p.add_argument("--max-bytes", type=int, default=1 << 30,
+                   help="bytes of stored requests/results before culling (default 1 GiB)")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    args = p.parse_args(argv)
+    if args.hb_period <= 0 or args.hb_liveness < 1:
+        p.error("--hb-period must be > 0 and --hb-liveness >= 1")
+    if not 0 <= args.port <= 65535:
+        p.error(f"--port {args.port} is not a TCP port")
+    return args
+
+
+def connection_info(url, key, location):
+    return {"url": url, "key": key, "signature_scheme": SIGNATURE_SCHEME, "location": location,
+            "ssh": None, "controller_pid": os.getpid(), "created": time.time()}
+
+
+def bind(sock, ip, port):
+    """Bind the ROUTER; returns the URL peers should connect to."""
+    bind_ip = "*" if ip in ("0.0.0.0", "*") else ip
+    try:
+        if port:
+            sock.bind(f"tcp://{bind_ip}:{port}")
+        else:
+            port = sock.bind_to_random_port(f"tcp://{bind_ip}")
+    except zmq.ZMQError as e:
+        raise SystemExit(f"hpclaunch controller: cannot listen on {ip}:{port or '<any>'}: {e}")
+    return port
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s controller: %(message)s")
+    pdir = paths.profile_dir(args.profile, args.profile_dir)
+    os.makedirs(paths.logs_dir(pdir), exist_ok=True)
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.ROUTER)
+    for opt, value in ((zmq.SNDHWM, 0), (zmq.RCVHWM, 0), (zmq.ROUTER_HANDOVER, 1), (zmq.LINGER, 1000)):
+        sock.setsockopt(opt, value)
+    port = bind(sock, args.ip, args.port)
+    wildcard = args.ip in ("0.0.0.0", "*")
+    location = args.location or (socket.gethostname() if wildcard else args.ip)
+    url = f"tcp://{location}:{port}"
+    if args.ip not in LOOPBACK:
+        log.warning("listening on %s beyond loopback; messages are signed but not encrypted", args.ip)
+
+    key = new_key()
+    session = Session(key, username="controller")
+    info = connection_info(url, key, socket.gethostname())
+    write_connection_file(paths.engine_file(pdir), info)
+    write_connection_file(paths.client_file(pdir), info)
+
+    hub = Hub(sock, session, HeartMonitor(args.hb_period, args.hb_liveness),
+              MemoryDB(args.max_records, args.max_bytes))
+
+    def on_signal(signum, _frame):
+        log.info("received signal %d: shutting down engines and controller", signum)
+        raise _Stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info("listening at %s (profile dir %s, pid %d)", url, pdir, os.getpid())
+    try:
+        hub.serve()
+    except _Stop:
+        pass
+    finally:
+        hub.shutdown(engines=True)
+        sock.close(linger=1000)
+        ctx.term()
+        log.info("controller stopped")
+    return 0

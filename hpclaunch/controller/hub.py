@@ -1,0 +1,287 @@
+"""The hub: one ROUTER socket, every peer, one thread.
+
+Clients and engines connect to the same port (see docs/protocol.md). The hub
+verifies each message, reads its header and metadata, and forwards the signed
+frames untouched: client requests to engines, engine replies and output to the
+client that asked. It never unpickles user data.
+"""
+
+import functools
+import logging
+import time
+
+import zmq
+
+from ..error import ProtocolError, SignatureError
+from ..protocol import DELIM, HEARTBEAT, json_frame, split_idents
+from . import queries
+from .ratelimit import RateLimitedLog
+from .registry import EngineRegistry
+from .replies import error, reply_type
+from .taskdb import TaskRecord
+
+log = logging.getLogger("hpclaunch.controller")
+
+#: Requests an engine queues and answers in order (recorded in the task DB).
+QUEUED = frozenset({"apply_request", "execute_request", "push_request", "pull_request"})
+#: Requests an engine serves before its queued work (not recorded).
+CONTROL = frozenset({"abort_request", "clear_request", "shutdown_request"})
+IOPUB = frozenset({"stream", "status"})
+
+
+class Hub:
+    def __init__(self, socket, session, heart, db, scheduler=None):
+        self.socket = socket
+        self.session = session
+        self.heart = heart
+        self.db = db
+        self.engines = EngineRegistry()
+        self.scheduler = scheduler          # load-balanced scheduler, if any
+        self._engine_by_ident = {}          # main socket routing id -> engine id
+        self.clients = {}                   # client session -> routing id of its recv socket
+        self.rejected = RateLimitedLog(log)
+        self._last_sig_reply = {}           # routing id -> time of last signature_error
+        self.stopping = False
+        self._handlers = {
+            "registration_request": self._register,
+            "unregistration_request": self._unregister,
+            "connect_request": self._connect,
+        }
+        for msg_type, query in queries.HANDLERS.items():
+            self._handlers[msg_type] = functools.partial(query, self)
+
+    # -- the loop ------------------------------------------------------------
+    def serve(self):
+        """Run until shut down. Any exception from one message is logged, not fatal."""
+        poller = zmq.Poller()
+        poller.register(self.socket, zmq.POLLIN)
+        next_beat = time.monotonic() + self.heart.period
+        while not self.stopping:
+            timeout = max(0.0, next_beat - time.monotonic())
+            if poller.poll(timeout * 1000):
+                self._drain()
+            if time.monotonic() >= next_beat:
+                for eid in self.heart.beat(self.socket):
+                    self.engine_gone(eid, f"no heartbeat for {self.heart.liveness} periods "
+                                          f"of {self.heart.period:g} s")
+                next_beat = time.monotonic() + self.heart.period
+
+    def _drain(self, limit=1000):
+        for _ in range(limit):
+            try:
+                frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            try:
+                self.handle(frames)
+            except Exception:  # one bad message must never take the controller down
+                log.exception("error while handling a message; dropped it")
+
+    def handle(self, frames):
+        if len(frames) == 3 and frames[1].bytes == HEARTBEAT:
+            self.heart.pong(frames[0].bytes, frames[2].bytes)
+            return
+        ident = frames[0].bytes
+        try:
+            msg = self.session.unpack(frames, content=False)
+        except SignatureError as e:
+            self.rejected.note("bad signature", ident, e)
+            self._refuse_signature(ident, frames, e)
+            return
+        except ProtocolError as e:
+            self.rejected.note("malformed message", ident, e)
+            return
+        msg_type = msg.msg_type
+        handler = self._handlers.get(msg_type)
+        if handler is not None:
+            handler(msg)
+        elif msg_type in QUEUED or msg_type in CONTROL:
+            self._request(msg)
+        elif msg_type.endswith("_reply"):
+            self._engine_reply(msg)
+        elif msg_type in IOPUB:
+            self.to_client(msg.parent.get("session"), msg.frames)
+        else:
+            self.rejected.note("unknown msg_type", ident, msg_type)
+            self.reply(msg, "error_reply", error("ProtocolError", f"unknown msg_type {msg_type!r}"))
+
+    # -- sending -----------------------------------------------------------------
+    def to_client(self, session, signed_frames):
+        ident = self.clients.get(session)
+        if ident is not None:
+            self.socket.send_multipart([ident, DELIM, *signed_frames], copy=False)
+
+    def reply(self, request, msg_type, content, metadata=None, buffers=()):
+        """Answer a request, signed by the hub, on the socket that asked."""
+        self.session.send(self.socket, msg_type, content, parent=request.header,
+                          metadata=metadata, buffers=buffers, ident=request.idents)
+
+    def notify(self, msg_type, content):
+        for ident in set(self.clients.values()):
+            self.session.send(self.socket, msg_type, content, ident=ident)
+
+    def _refuse_signature(self, ident, frames, exc):
+        """Tell the sender, unsigned and at most once a second, that its key is wrong."""
+        now = time.monotonic()
+        if now - self._last_sig_reply.get(ident, 0) < 1.0:
+            return
+        self._last_sig_reply[ident] = now
+        if len(self._last_sig_reply) > 10_000:
+            self._last_sig_reply.clear()
+        try:
+            _, signed = split_idents(frames)
+            parent = signed[1].bytes if len(signed) > 1 and len(signed[1]) < 65536 else b"{}"
+        except ProtocolError:
+            parent = b"{}"
+        header = self.session.header("signature_error")
+        content = error("SignatureError", str(exc))
+        self.socket.send_multipart([ident, DELIM, b"", json_frame(header), parent,
+                                    b"{}", json_frame(content)])
+
+    # -- engines -------------------------------------------------------------------
+    def _register(self, msg):
+        c = msg.load_content()
+        uuid = c.get("uuid")
+        heart = c.get("heart")
+        if not isinstance(uuid, str) or not isinstance(heart, str):
+            self.reply(msg, "registration_reply", error("ProtocolError",
+                       "registration_request needs string 'uuid' and 'heart'"))
+            return
+        known = self.engines.by_uuid(uuid)
+        if known is not None:   # a retried request: same answer
+            self.reply(msg, "registration_reply", self._registration_ok(known))
+            return
+        try:
+            rec = self.engines.register(uuid, msg.idents[0], heart.encode(), c.get("iopub"),
+                                        c.get("hostname"), c.get("pid"), c.get("requested_id"),
+                                        c.get("info"))
+        except ValueError as e:
+            self.reply(msg, "registration_reply", error("ValueError", str(e)))
+            return
+        self._engine_by_ident[rec.ident] = rec.id
+        self.heart.add(rec.id, rec.heart)
+        self.reply(msg, "registration_reply", self._registration_ok(rec))
+        log.info("engine %d registered (%s pid %s)", rec.id, rec.hostname, rec.pid)
+        self.notify("registration_notification", {"id": rec.id, **rec.describe()})
+        if self.scheduler is not None:
+            self.scheduler.engine_added(rec)
+
+    def _registration_ok(self, rec):
+        return {"status": "ok", "id": rec.id, "hb_period": self.heart.period,
+                "hb_liveness": self.heart.liveness}
+
+    def _unregister(self, msg):
+        eid = self._engine_by_ident.get(msg.idents[0])
+        if eid is not None:
+            self.engine_gone(eid, "it unregistered (the engine process exited)")
+
+    def engine_gone(self, eid, reason):
+        """Forget an engine; answer each of its unfinished requests with EngineError."""
+        rec = self.engines.remove(eid)
+        if rec is None:
+            return
+        self._engine_by_ident.pop(rec.ident, None)
+        self.heart.remove(eid)
+        log.warning("engine %d (%s pid %s) is gone: %s; %d unfinished request(s) fail",
+                    eid, rec.hostname, rec.pid, reason, len(rec.outstanding))
+        for msg_id, header in rec.outstanding.items():
+            text = (f"engine {eid} ({rec.hostname} pid {rec.pid}) is gone before answering "
+                    f"{header['msg_type']} {msg_id}: {reason}")
+            self._answer_for_engine(header, eid, error("EngineError", text, engine_id=eid))
+        rec.outstanding.clear()
+        rec.balanced.clear()
+        if self.scheduler is not None:
+            self.scheduler.engine_removed(rec)
+        self.notify("unregistration_notification", {"id": eid, "reason": reason})
+
+    def _answer_for_engine(self, header, eid, content):
+        """A reply the engine can no longer send, made and signed by the hub."""
+        now = time.time()
+        metadata = {"engine_id": eid, "status": content["status"], "started": None,
+                    "completed": now, "stdout": "", "stderr": ""}
+        _, frames = self.session.pack(reply_type(header["msg_type"]), content, header, metadata)
+        signed = frames[1:]
+        self.db.complete(header["msg_id"], content["status"], signed, None, now, "", "")
+        self.to_client(header["session"], signed)
+
+    # -- clients -----------------------------------------------------------------
+    def _connect(self, msg):
+        self.clients[msg.header["session"]] = msg.idents[0]
+        engines = {str(r.id): r.describe() for r in self.engines.records()}
+        self.reply(msg, "connect_reply", {"status": "ok", "engines": engines,
+                                          "hb_period": self.heart.period,
+                                          "hb_liveness": self.heart.liveness})
+
+    def _request(self, msg):
+        """A client's request for an engine: route it (direct) or hand it to the scheduler."""
+        self.clients.setdefault(msg.header["session"], msg.idents[0])
+        eid = msg.metadata.get("engine")
+        if msg.msg_type == "shutdown_request" and eid is None:
+            self._shutdown_request(msg)
+            return
+        if eid is None:
+            if self.scheduler is None:
+                self.reply(msg, reply_type(msg.msg_type), error(
+                    "ProtocolError", "request names no engine (metadata.engine) and this "
+                    "controller runs no load-balanced scheduler"))
+            else:
+                self.record(msg, None)
+                self.scheduler.submit(msg)
+            return
+        rec = self.engines.get(eid) if isinstance(eid, int) else None
+        if rec is None:
+            self.reply(msg, reply_type(msg.msg_type), error(
+                "EngineError", f"engine {eid!r} is not registered (registered: {self.engines.ids()})",
+                engine_id=eid))
+            return
+        if msg.msg_type in QUEUED:
+            self.record(msg, eid)
+        self.send_to_engine(rec, msg)
+
+    def record(self, msg, eid):
+        h = msg.header
+        self.db.add(TaskRecord(h["msg_id"], h["msg_type"], h["session"], eid, time.time(), msg.frames))
+
+    def send_to_engine(self, rec, msg, balanced=False):
+        msg_id = msg.header["msg_id"]
+        rec.outstanding[msg_id] = msg.header
+        if balanced:
+            rec.balanced.add(msg_id)
+        self.socket.send_multipart([rec.ident, DELIM, *msg.frames], copy=False)
+
+    def _engine_reply(self, msg):
+        eid = self._engine_by_ident.get(msg.idents[0])
+        if eid is None:
+            # a late answer from an engine already declared dead: its request was answered
+            self.rejected.note("reply from an unregistered engine", msg.idents[0], msg.msg_type)
+            return
+        rec = self.engines.get(eid)
+        parent_id = msg.parent.get("msg_id")
+        if rec.outstanding.pop(parent_id, None) is None:
+            return  # not a request we sent (e.g. the hub's own shutdown_request)
+        rec.balanced.discard(parent_id)
+        md = msg.metadata
+        task = self.db.complete(parent_id, md.get("status", "ok"), msg.frames, md.get("started"),
+                                time.time(), md.get("stdout", ""), md.get("stderr", ""))
+        if task is not None:
+            rec.completed += 1
+        if self.scheduler is not None:
+            self.scheduler.task_finished(eid, parent_id, md)
+        self.to_client(msg.parent.get("session"), msg.frames)
+
+    # -- shutting down -------------------------------------------------------------
+    def _shutdown_request(self, msg):
+        engines = bool(msg.load_content().get("engines", True))
+        self.reply(msg, "shutdown_reply", {"status": "ok"})
+        self.shutdown(engines)
+
+    def shutdown(self, engines=True):
+        if self.stopping:
+            return
+        if engines:
+            for rec in self.engines.records():
+                self.session.send(self.socket, "shutdown_request", {}, metadata={"engine": rec.id},
+                                  ident=rec.ident)
+        self.notify("shutdown_notification", {})
+        self.stopping = True
+

@@ -1,0 +1,85 @@
+"""Answers to clients' questions about the cluster: queues, results, history.
+
+Each function takes the hub and the request and sends the reply; they read the
+registry and the task DB and change nothing but purged records.
+"""
+
+from .replies import error
+
+
+def queue_status(hub, msg):
+    c = msg.load_content()
+    targets = c.get("targets")
+    verbose = bool(c.get("verbose"))
+    ids = hub.engines.ids() if targets is None else targets
+    queues = {}
+    for eid in ids:
+        rec = hub.engines.get(eid) if isinstance(eid, int) else None
+        if rec is None:
+            hub.reply(msg, "queue_reply", error("EngineError", f"engine {eid!r} is not registered"))
+            return
+        direct = [m for m in rec.outstanding if m not in rec.balanced]
+        tasks = [m for m in rec.outstanding if m in rec.balanced]
+        if verbose:
+            done = [r.msg_id for r in hub.db.records() if r.engine_id == eid and not r.pending]
+            queues[str(eid)] = {"queue": direct, "tasks": tasks, "completed": done}
+        else:
+            queues[str(eid)] = {"queue": len(direct), "tasks": len(tasks), "completed": rec.completed}
+    unassigned = hub.scheduler.unassigned() if hub.scheduler is not None else 0
+    hub.reply(msg, "queue_reply", {"status": "ok", "queues": queues, "unassigned": unassigned})
+
+
+def results(hub, msg):
+    """Stored replies, nested: each is the engine's own signed frames, verifiable by the client."""
+    msg_ids = msg.load_content().get("msg_ids")
+    if not isinstance(msg_ids, list) or not all(isinstance(m, str) for m in msg_ids):
+        hub.reply(msg, "result_reply", error("ProtocolError", "result_request needs a list of msg_ids"))
+        return
+    unknown = [m for m in msg_ids if hub.db.get(m) is None]
+    if unknown:
+        hub.reply(msg, "result_reply", error(
+            "KeyError", f"no task with msg_id {', '.join(unknown[:5])}"
+                        f"{' ...' if len(unknown) > 5 else ''} (purged, culled, or never submitted)"))
+        return
+    pending, found, order, buffers = [], {}, [], []
+    for msg_id in msg_ids:
+        rec = hub.db.get(msg_id)
+        if rec.pending:
+            pending.append(msg_id)
+            continue
+        order.append(msg_id)
+        found[msg_id] = {"nframes": len(rec.result), "record": rec.summary()}
+        buffers.extend(rec.result)
+    hub.reply(msg, "result_reply", {"status": "ok", "pending": pending, "results": found,
+                                    "order": order}, buffers=buffers)
+
+
+def purge(hub, msg):
+    c = msg.load_content()
+    msg_ids = c.get("msg_ids") or []
+    engine_ids = c.get("engine_ids") or []
+    if msg_ids == "all":
+        drop = [r.msg_id for r in hub.db.records() if not r.pending]
+    else:
+        pending = [m for m in msg_ids if (r := hub.db.get(m)) is not None and r.pending]
+        if pending:
+            hub.reply(msg, "purge_reply", error(
+                "ValueError", f"cannot purge tasks still pending: {', '.join(pending[:5])}"))
+            return
+        drop = list(msg_ids)
+        engines = set(engine_ids)
+        drop += [r.msg_id for r in hub.db.records() if r.engine_id in engines and not r.pending]
+    hub.db.drop(drop)
+    hub.reply(msg, "purge_reply", {"status": "ok", "purged": len(drop)})
+
+
+def history(hub, msg):
+    hub.reply(msg, "history_reply", {"status": "ok", "history": hub.db.msg_ids()})
+
+
+HANDLERS = {
+    "queue_request": queue_status,
+    "result_request": results,
+    "purge_request": purge,
+    "history_request": history,
+}
