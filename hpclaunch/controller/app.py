@@ -17,6 +17,7 @@ import zmq
 from ..protocol import SIGNATURE_SCHEME, Session, new_key, paths, write_connection_file
 from .heartbeat import HeartMonitor
 from .hub import Hub
+from .schemes import SCHEMES
 from .taskdb import MemoryDB
 
 log = logging.getLogger("hpclaunch.controller")
@@ -42,6 +43,11 @@ def parse_args(argv=None):
                    help="seconds between heartbeats (default 2)")
     p.add_argument("--hb-liveness", type=int, default=3,
                    help="missed heartbeats before an engine is declared dead (default 3)")
+    p.add_argument("--scheme", default="leastload", choices=sorted(SCHEMES),
+                   help="how load-balanced tasks pick an engine (default leastload)")
+    p.add_argument("--hwm", type=int, default=0,
+                   help="max outstanding load-balanced tasks per engine; more wait in the "
+                        "scheduler so a newly free engine gets them (default 0: no limit)")
     p.add_argument("--max-records", type=int, default=100_000,
                    help="task records kept in memory before the oldest completed are culled")
     p.add_argument("--max-bytes", type=int, default=1 << 30,
@@ -50,6 +56,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.hb_period <= 0 or args.hb_liveness < 1:
         p.error("--hb-period must be > 0 and --hb-liveness >= 1")
+    if args.hwm < 0:
+        p.error("--hwm must be >= 0 (0: no limit)")
     if not 0 <= args.port <= 65535:
         p.error(f"--port {args.port} is not a TCP port")
     return args
@@ -98,7 +106,7 @@ def main(argv=None):
     write_connection_file(paths.client_file(pdir), info)
 
     hub = Hub(sock, session, HeartMonitor(args.hb_period, args.hb_liveness),
-              MemoryDB(args.max_records, args.max_bytes))
+              MemoryDB(args.max_records, args.max_bytes), args.scheme, args.hwm)
 
     def on_signal(signum, _frame):
         log.info("received signal %d: shutting down engines and controller", signum)

@@ -18,6 +18,7 @@ from . import queries
 from .ratelimit import RateLimitedLog
 from .registry import EngineRegistry
 from .replies import error, reply_type
+from .scheduler import TaskScheduler
 from .taskdb import TaskRecord
 
 log = logging.getLogger("hpclaunch.controller")
@@ -30,13 +31,13 @@ IOPUB = frozenset({"stream", "status"})
 
 
 class Hub:
-    def __init__(self, socket, session, heart, db, scheduler=None):
+    def __init__(self, socket, session, heart, db, scheme="leastload", hwm=0):
         self.socket = socket
         self.session = session
         self.heart = heart
         self.db = db
         self.engines = EngineRegistry()
-        self.scheduler = scheduler          # load-balanced scheduler, if any
+        self.scheduler = TaskScheduler(self, scheme, hwm)
         self._engine_by_ident = {}          # main socket routing id -> engine id
         self.clients = {}                   # client session -> routing id of its recv socket
         self.rejected = RateLimitedLog(log)
@@ -57,9 +58,14 @@ class Hub:
         poller.register(self.socket, zmq.POLLIN)
         next_beat = time.monotonic() + self.heart.period
         while not self.stopping:
-            timeout = max(0.0, next_beat - time.monotonic())
-            if poller.poll(timeout * 1000):
+            wake = next_beat
+            deadline = self.scheduler.next_deadline()
+            if deadline is not None:
+                wake = min(wake, deadline)
+            if poller.poll(max(0.0, wake - time.monotonic()) * 1000):
                 self._drain()
+            if deadline is not None and time.monotonic() >= deadline:
+                self.scheduler.tick()
             if time.monotonic() >= next_beat:
                 for eid in self.heart.beat(self.socket):
                     self.engine_gone(eid, f"no heartbeat for {self.heart.liveness} periods "
@@ -163,8 +169,7 @@ class Hub:
         self.reply(msg, "registration_reply", self._registration_ok(rec))
         log.info("engine %d registered (%s pid %s)", rec.id, rec.hostname, rec.pid)
         self.notify("registration_notification", {"id": rec.id, **rec.describe()})
-        if self.scheduler is not None:
-            self.scheduler.engine_added(rec)
+        self.scheduler.engine_added(rec)
 
     def _registration_ok(self, rec):
         return {"status": "ok", "id": rec.id, "hb_period": self.heart.period,
@@ -176,26 +181,30 @@ class Hub:
             self.engine_gone(eid, "it unregistered (the engine process exited)")
 
     def engine_gone(self, eid, reason):
-        """Forget an engine; answer each of its unfinished requests with EngineError."""
+        """Forget an engine; retry or fail (EngineError) each of its unfinished requests."""
         rec = self.engines.remove(eid)
         if rec is None:
             return
         self._engine_by_ident.pop(rec.ident, None)
         self.heart.remove(eid)
-        log.warning("engine %d (%s pid %s) is gone: %s; %d unfinished request(s) fail",
+        log.warning("engine %d (%s pid %s) is gone: %s; %d unfinished request(s)",
                     eid, rec.hostname, rec.pid, reason, len(rec.outstanding))
-        for msg_id, header in rec.outstanding.items():
+        self.scheduler.engine_removed(rec)
+        outstanding, balanced = rec.outstanding, rec.balanced
+        rec.outstanding, rec.balanced = {}, set()
+        for msg_id, header in outstanding.items():
+            if msg_id in balanced and self.scheduler.reroute(eid, msg_id, "error", "EngineError"):
+                continue
             text = (f"engine {eid} ({rec.hostname} pid {rec.pid}) is gone before answering "
                     f"{header['msg_type']} {msg_id}: {reason}")
-            self._answer_for_engine(header, eid, error("EngineError", text, engine_id=eid))
-        rec.outstanding.clear()
-        rec.balanced.clear()
-        if self.scheduler is not None:
-            self.scheduler.engine_removed(rec)
+            self.answer(header, error("EngineError", text, engine_id=eid), eid)
+            if msg_id in balanced:
+                self.scheduler.done(msg_id)
         self.notify("unregistration_notification", {"id": eid, "reason": reason})
 
-    def _answer_for_engine(self, header, eid, content):
-        """A reply the engine can no longer send, made and signed by the hub."""
+    def answer(self, header, content, eid):
+        """A reply no engine will send (it died, or the request could never run), made and
+        signed by the hub, recorded, and sent to the client that asked."""
         now = time.time()
         metadata = {"engine_id": eid, "status": content["status"], "started": None,
                     "completed": now, "stdout": "", "stderr": ""}
@@ -220,13 +229,8 @@ class Hub:
             self._shutdown_request(msg)
             return
         if eid is None:
-            if self.scheduler is None:
-                self.reply(msg, reply_type(msg.msg_type), error(
-                    "ProtocolError", "request names no engine (metadata.engine) and this "
-                    "controller runs no load-balanced scheduler"))
-            else:
-                self.record(msg, None)
-                self.scheduler.submit(msg)
+            self.record(msg, None)
+            self.scheduler.submit(msg)
             return
         rec = self.engines.get(eid) if isinstance(eid, int) else None
         if rec is None:
@@ -259,15 +263,21 @@ class Hub:
         parent_id = msg.parent.get("msg_id")
         if rec.outstanding.pop(parent_id, None) is None:
             return  # not a request we sent (e.g. the hub's own shutdown_request)
-        rec.balanced.discard(parent_id)
         md = msg.metadata
-        task = self.db.complete(parent_id, md.get("status", "ok"), msg.frames, md.get("started"),
+        status = md.get("status", "ok")
+        balanced = parent_id in rec.balanced
+        if balanced:
+            rec.balanced.discard(parent_id)
+            ename = msg.load_content().get("ename") if status == "error" else None
+            if self.scheduler.reroute(eid, parent_id, status, ename):
+                return
+        task = self.db.complete(parent_id, status, msg.frames, md.get("started"),
                                 time.time(), md.get("stdout", ""), md.get("stderr", ""))
         if task is not None:
             rec.completed += 1
-        if self.scheduler is not None:
-            self.scheduler.task_finished(eid, parent_id, md)
         self.to_client(msg.parent.get("session"), msg.frames)
+        if balanced:
+            self.scheduler.done(parent_id)
 
     # -- shutting down -------------------------------------------------------------
     def _shutdown_request(self, msg):

@@ -25,8 +25,8 @@ def queue_status(hub, msg):
             queues[str(eid)] = {"queue": direct, "tasks": tasks, "completed": done}
         else:
             queues[str(eid)] = {"queue": len(direct), "tasks": len(tasks), "completed": rec.completed}
-    unassigned = hub.scheduler.unassigned() if hub.scheduler is not None else 0
-    hub.reply(msg, "queue_reply", {"status": "ok", "queues": queues, "unassigned": unassigned})
+    hub.reply(msg, "queue_reply", {"status": "ok", "queues": queues,
+                                   "unassigned": hub.scheduler.unassigned()})
 
 
 def results(hub, msg):
