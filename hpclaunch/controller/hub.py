@@ -118,9 +118,11 @@ class Hub:
             self.socket.send_multipart([ident, DELIM, *signed_frames], copy=False)
 
     def reply(self, request, msg_type, content, metadata=None, buffers=()):
-        """Answer a request, signed by the hub, on the socket that asked."""
+        """Answer a request, signed by the hub: to its client's receiving socket when the
+        session is a connected client, else to the socket that asked (an engine)."""
+        ident = self.clients.get(request.header["session"], request.idents[0])
         self.session.send(self.socket, msg_type, content, parent=request.header,
-                          metadata=metadata, buffers=buffers, ident=request.idents)
+                          metadata=metadata, buffers=buffers, ident=ident)
 
     def notify(self, msg_type, content):
         for ident in set(self.clients.values()):

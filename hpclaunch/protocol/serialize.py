@@ -1,6 +1,7 @@
 """Objects to frames and back: cloudpickle with pickle protocol 5.
 
-Large contiguous buffers (numpy arrays, bytes, bytearrays) leave the pickle as
+Large contiguous buffers (numpy arrays; bytes and bytearrays up to two levels
+deep in tuples, lists and dicts) leave the pickle as
 out-of-band ``PickleBuffer``s and travel as their own zero-copy frames; the
 receiver rebuilds them on top of the received frame memory.
 """
@@ -16,19 +17,38 @@ from ..error import SerializationError
 OOB_THRESHOLD = 64 * 1024
 
 
-class _Pickler(cloudpickle.CloudPickler):
-    """cloudpickle, plus: large bytes/bytearray go out of band like arrays do."""
+class _BigBytes:
+    """Stands in for a large bytes/bytearray so it leaves the pickle out of band.
 
-    def reducer_override(self, obj):
-        if type(obj) in (bytes, bytearray) and len(obj) >= OOB_THRESHOLD:
-            return _rebuild_bytes, (pickle.PickleBuffer(obj), type(obj) is bytes)
-        return super().reducer_override(obj)
+    The C pickler serializes exact bytes itself and never asks a reducer, so the
+    containers a call travels in (args, kwargs, pushed dicts) are swapped shallowly."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data):
+        self.data = data
+
+    def __reduce_ex__(self, protocol):
+        return _rebuild_bytes, (pickle.PickleBuffer(self.data), type(self.data) is bytes)
 
 
 def _rebuild_bytes(buf, as_bytes):
-    # the buffer arrives as a memoryview over the frame; bytes() copies once,
-    # which the receiver needs anyway because bytes must own their memory
+    # buf is a view of the received frame; bytes must own their memory, so copy once
     return bytes(buf) if as_bytes else bytearray(buf)
+
+
+def _swap_big_bytes(obj, threshold, depth=2):
+    if type(obj) in (bytes, bytearray):
+        return _BigBytes(obj) if len(obj) >= threshold else obj
+    if depth == 0:
+        return obj
+    if type(obj) is tuple:
+        return tuple(_swap_big_bytes(o, threshold, depth - 1) for o in obj)
+    if type(obj) is list:
+        return [_swap_big_bytes(o, threshold, depth - 1) for o in obj]
+    if type(obj) is dict:
+        return {k: _swap_big_bytes(v, threshold, depth - 1) for k, v in obj.items()}
+    return obj
 
 
 def serialize(obj, threshold=OOB_THRESHOLD):
@@ -44,7 +64,8 @@ def serialize(obj, threshold=OOB_THRESHOLD):
 
     out = io.BytesIO()
     try:
-        _Pickler(out, protocol=5, buffer_callback=keep).dump(obj)
+        cloudpickle.CloudPickler(out, protocol=5, buffer_callback=keep).dump(
+            _swap_big_bytes(obj, threshold))
     except Exception as e:
         raise SerializationError(f"cannot serialize {_describe(obj)}: {type(e).__name__}: {e}") from e
     return [out.getbuffer()] + buffers

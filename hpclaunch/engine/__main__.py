@@ -1,0 +1,7 @@
+"""``python -m hpclaunch.engine``: see :mod:`hpclaunch.engine.app`."""
+
+import sys
+
+from .app import main
+
+sys.exit(main())

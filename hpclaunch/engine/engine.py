@@ -1,0 +1,297 @@
+"""The engine process: sockets, registration, and the message loop.
+
+One thread runs user code; control requests overtake queued work because the
+loop drains the socket into a local queue before running one task. The
+heartbeat lives in its own C-level device (see heart.py), so long tasks do not
+make the controller think we died.
+"""
+
+import collections
+import signal
+import threading
+import time
+import uuid
+
+import zmq
+
+from ..error import ProtocolError
+from ..protocol import Session, utcnow
+from .capture import captured_output
+from .heart import Heart
+from .kernel import Kernel, error_content
+from .logs import RateLimitedLog, logger, set_engine_id
+from .registration import RegistrationFailed, register, registration_content
+from .wire import CONTROL_REQUESTS, WORK_REQUESTS, reply_metadata, reply_type, unsigned_rejection
+
+#: Poll timeout while idle: low CPU, yet signals and silence are noticed within a second.
+IDLE_POLL_MS = 1000
+#: On a clean exit, how long close() may wait to deliver the last replies.
+LEAVE_LINGER_MS = 1000
+#: How many abort ids of not-yet-arrived requests we remember.
+ABORT_MEMORY = 10000
+
+
+class EngineStop(BaseException):
+    """Raised from a signal handler to stop a running task (BaseException: user
+    code catching ``Exception`` does not swallow it)."""
+
+
+class ShutdownRequested(Exception):
+    """A shutdown_request was answered; the loop should leave."""
+
+
+class Engine:
+    """Connects to the controller at ``url`` and serves requests until told to stop."""
+
+    def __init__(self, url, key, timeout=30.0, requested_id=None, install_main=True):
+        self.url = url
+        self.timeout = float(timeout)
+        self.requested_id = requested_id
+        self.uuid = uuid.uuid4().hex
+        self.id = None
+        self.session = Session(key, session=self.uuid)
+        self.kernel = Kernel(install_main=install_main)
+        self.queue = collections.deque()
+        self._abort_later = collections.OrderedDict()
+        self.bad = RateLimitedLog()
+        self._iopub_lock = threading.Lock()
+        self._stop_signal = None
+        self._busy = False
+        self._old_handlers = {}
+
+        self.context = zmq.Context()
+        self.main = self._dealer(f"engine-{self.uuid}")
+        self.iopub = self._dealer(f"iopub-{self.uuid}")
+        self.heart = Heart(self.context, url, f"heart-{self.uuid}")
+
+    def _dealer(self, identity):
+        sock = self.context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.SNDHWM, 0)
+        sock.setsockopt(zmq.RCVHWM, 0)
+        sock.setsockopt(zmq.IDENTITY, identity.encode())
+        sock.connect(self.url)
+        return sock
+
+    # -- lifecycle ----------------------------------------------------------
+    def run(self):
+        """Register, serve, leave. Returns the process exit code."""
+        self._install_signal_handlers()
+        clean = True
+        try:
+            self.heart.start()
+            content = registration_content(self.uuid, f"heart-{self.uuid}", f"iopub-{self.uuid}",
+                                           self.requested_id)
+            reply = register(self.session, self.main, self.url, content, self.timeout,
+                             should_stop=lambda: self._stop_signal is not None)
+            if reply is None:
+                logger.info("received %s before registration completed; exiting", self._stop_signal)
+                return 0
+            self.id = reply["id"]
+            set_engine_id(self.id)
+            logger.info("registered with the controller at %s", self.url)
+            clean = self.serve(reply.get("hb_period"))
+            return 0
+        except RegistrationFailed as e:
+            logger.error("%s", e)
+            clean = False
+            return 1
+        finally:
+            self.close(clean)
+
+    def serve(self, hb_period=None):
+        """The message loop. Returns True on a clean leave (replies worth delivering)."""
+        limit = self.timeout
+        if hb_period and limit < 3 * float(hb_period):
+            limit = 3 * float(hb_period)
+            logger.info("controller heartbeat period is %g s: waiting up to %g s of silence",
+                        hb_period, limit)
+        poller = zmq.Poller()
+        poller.register(self.main, zmq.POLLIN)
+        poller.register(self.heart.pulses, zmq.POLLIN)
+        silence = 0.0
+        while True:
+            try:
+                if self._stop_signal is not None:
+                    self._leave(f"received {self._stop_signal}")
+                    return True
+                started = time.monotonic()
+                poller.poll(0 if self.queue else IDLE_POLL_MS)
+                waited = time.monotonic() - started
+                if self.heart.drain():
+                    silence = 0.0
+                elif not self.queue:
+                    silence += waited
+                self._read_all()
+                if self.queue:
+                    self._run(self.queue.popleft())
+                elif silence >= limit:
+                    logger.warning("controller at %s silent for %g s; exiting", self.url, limit)
+                    return False
+            except EngineStop as e:
+                self._leave(f"received {e}")
+                return True
+            except ShutdownRequested:
+                self._leave("shutdown requested")
+                return True
+            except Exception as e:  # never let our own bug kill a long-lived engine
+                logger.exception("internal error in the message loop (continuing): %s", e)
+
+    def _leave(self, reason):
+        logger.info("%s; unregistering and exiting", reason)
+        if self.id is not None:
+            self.session.send(self.main, "unregistration_request", {"id": self.id})
+
+    def close(self, deliver=True):
+        """Close every socket; ``deliver`` waits (bounded) for the last replies to go out."""
+        self._restore_signal_handlers()
+        linger = LEAVE_LINGER_MS if deliver else 0
+        heart_stopped = self.heart.stop()
+        self.main.close(linger=linger)
+        with self._iopub_lock:
+            self.iopub.close(linger=linger)
+        if heart_stopped:
+            self.context.term()
+        else:  # terminating would wait forever on the device's sockets; exiting frees them
+            logger.warning("heartbeat device did not stop; leaving its sockets to process exit")
+
+    # -- signals ------------------------------------------------------------
+    def _install_signal_handlers(self):
+        if threading.current_thread() is not threading.main_thread():
+            return  # signals can only be handled in the main thread
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+
+    def _restore_signal_handlers(self):
+        for sig, handler in self._old_handlers.items():
+            signal.signal(sig, handler)
+        self._old_handlers.clear()
+
+    def _on_signal(self, signum, frame):
+        self._stop_signal = signal.Signals(signum).name
+        if self._busy:
+            raise EngineStop(self._stop_signal)  # interrupt the running task
+
+    # -- reading --------------------------------------------------------------
+    def _read_all(self):
+        """Drain the main socket: queue work, serve control messages in arrival order."""
+        while True:
+            try:
+                frames = self.main.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            msg = self._parse(frames)
+            if msg is None:
+                continue
+            kind = msg.msg_type
+            if kind in WORK_REQUESTS:
+                if self._abort_later.pop(msg.msg_id, None) is not None:
+                    self._reply_aborted(msg)
+                else:
+                    self.queue.append(msg)
+            elif kind in CONTROL_REQUESTS:
+                self._run(msg)
+            elif kind.endswith("_request"):
+                self._reply(msg, error_content(
+                    ProtocolError(f"engines do not serve {kind}; they serve "
+                                        f"{', '.join(WORK_REQUESTS + CONTROL_REQUESTS)}"), self.id))
+            else:
+                self.bad.warning("dropped an unexpected message", kind)
+
+    def _parse(self, frames):
+        """A verified Message, or None (logged, rate-limited) for anything bad."""
+        rejected = unsigned_rejection(frames)
+        if rejected is not None:
+            self.bad.warning("the controller refused a message we signed", rejected)
+            return None
+        try:
+            return self.session.unpack(frames)
+        except Exception as e:
+            self.bad.warning(f"dropped a bad message ({type(e).__name__})", str(e))
+            return None
+
+    # -- serving --------------------------------------------------------------
+    def _run(self, msg):
+        """Serve one request with output captured, status published, and a reply."""
+        handler = getattr(self, "_do_" + msg.msg_type[: -len("_request")])
+        self._publish("status", {"execution_state": "busy"}, msg.header)
+        started = utcnow()
+        buffers = []
+        try:
+            with captured_output(self._stream_publisher(msg.header)) as output:
+                try:
+                    self._busy = True
+                    buffers = handler(msg) or []
+                    content = {"status": "ok"}
+                except (Exception, SystemExit, KeyboardInterrupt) as e:
+                    buffers = []
+                    content = error_content(e, self.id)
+                finally:
+                    self._busy = False
+            metadata = reply_metadata(self.id, content["status"], started, utcnow(),
+                                      output["stdout"], output["stderr"])
+            self._reply(msg, content, metadata, buffers)
+        finally:
+            self._publish("status", {"execution_state": "idle"}, msg.header)
+        if msg.msg_type == "shutdown_request":
+            raise ShutdownRequested()
+
+    def _do_apply(self, msg):
+        return self.kernel.apply(msg.buffers)
+
+    def _do_execute(self, msg):
+        self.kernel.execute(msg.content.get("code"), bool(msg.content.get("silent", False)))
+
+    def _do_push(self, msg):
+        self.kernel.push(msg.buffers)
+
+    def _do_pull(self, msg):
+        return self.kernel.pull(msg.content.get("names"))
+
+    def _do_clear(self, msg):
+        self.kernel.clear()
+
+    def _do_shutdown(self, msg):
+        """Nothing to do before the reply; _run raises ShutdownRequested after it."""
+
+    def _do_abort(self, msg):
+        ids = msg.content.get("msg_ids")
+        if ids is None:
+            aborted, self.queue = list(self.queue), collections.deque()
+        else:
+            wanted = set(ids)
+            aborted = [m for m in self.queue if m.msg_id in wanted]
+            self.queue = collections.deque(m for m in self.queue if m.msg_id not in wanted)
+            for missing in wanted - {m.msg_id for m in aborted}:
+                self._abort_later[missing] = True  # it may still be on its way
+            while len(self._abort_later) > ABORT_MEMORY:
+                self._abort_later.popitem(last=False)
+        for m in aborted:
+            self._reply_aborted(m)
+
+    # -- sending --------------------------------------------------------------
+    def _reply_aborted(self, msg):
+        self._reply(msg, {"status": "aborted"})
+
+    def _reply(self, msg, content, metadata=None, buffers=()):
+        metadata = metadata or reply_metadata(self.id, content["status"])
+        try:
+            self.session.send(self.main, reply_type(msg.msg_type), content, parent=msg.header,
+                              metadata=metadata, buffers=buffers)
+        except Exception as e:  # e.g. a buffer zmq cannot send: still answer, with the error
+            logger.error("could not send %s for %s: %s", reply_type(msg.msg_type), msg.msg_id, e)
+            self.session.send(self.main, reply_type(msg.msg_type), error_content(e, self.id),
+                              parent=msg.header, metadata=reply_metadata(self.id, "error"))
+
+    def _publish(self, msg_type, content, parent):
+        """Send on iopub from any thread (user threads print too)."""
+        header = self.session.header(msg_type, msg_id=uuid.uuid4().hex)
+        with self._iopub_lock:
+            try:
+                self.session.send(self.iopub, msg_type, content, parent=parent, header=header)
+            except zmq.ZMQError as e:
+                self.bad.warning("could not publish on iopub", str(e))
+
+    def _stream_publisher(self, parent):
+        def publish(name, text):
+            self._publish("stream", {"name": name, "text": text}, parent)
+        return publish

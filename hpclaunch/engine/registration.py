@@ -1,0 +1,74 @@
+"""Registering with the controller: one request, one reply, a deadline.
+
+Separate from the message loop because its failure modes are about setup
+(nothing listening, a stale connection file, the controller refusing us) and
+each must end the process with a message that says what to check.
+"""
+
+import os
+import socket
+import time
+
+import zmq
+
+from ..error import ProtocolError, SignatureError
+from .logs import logger
+from .wire import unsigned_rejection
+
+
+class RegistrationFailed(Exception):
+    """Registration did not succeed; the message says why and what to do."""
+
+
+def registration_content(uuid, heart_identity, iopub_identity, requested_id=None):
+    content = {
+        "uuid": uuid,
+        "heart": heart_identity,
+        "iopub": iopub_identity,
+        "hostname": socket.gethostname(),
+        "pid": os.getpid(),
+    }
+    if requested_id is not None:
+        content["requested_id"] = int(requested_id)
+    return content
+
+
+def register(session, main_socket, url, content, timeout, should_stop=lambda: False):
+    """Send ``registration_request`` and return the ok reply's content.
+
+    Polls in short slices so a signal can interrupt the wait (``should_stop``
+    returning true ends it with ``None``)."""
+    header = session.send(main_socket, "registration_request", content)
+    deadline = time.monotonic() + timeout
+    while True:
+        if should_stop():
+            return None
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise RegistrationFailed(
+                f"no controller answered at {url} within {timeout:g} s: is it running? "
+                "wrong connection file?")
+        if not main_socket.poll(int(min(remaining, 1.0) * 1000) + 1, zmq.POLLIN):
+            continue
+        frames = main_socket.recv_multipart()
+        rejected = unsigned_rejection(frames)
+        if rejected is not None:
+            raise RegistrationFailed(
+                f"the controller at {url} refused our signature ({rejected}): the key in the "
+                "connection file does not match the controller's; use the current connection file")
+        try:
+            msg = session.unpack(frames)
+        except (ProtocolError, SignatureError) as e:
+            logger.warning("dropped a message while registering: %s", e)
+            continue
+        if msg.msg_type != "registration_reply" or msg.parent.get("msg_id") != header["msg_id"]:
+            logger.warning("dropped %s received before registration completed", msg.msg_type)
+            continue
+        reply = msg.content
+        if reply.get("status") != "ok":
+            raise RegistrationFailed(
+                f"the controller at {url} refused registration: {reply.get('evalue', reply)}")
+        if not isinstance(reply.get("id"), int):
+            raise RegistrationFailed(
+                f"the controller at {url} sent a registration_reply without an integer id: {reply}")
+        return reply
