@@ -81,7 +81,9 @@ class CompositeError(RemoteError):
         return "\n".join(lines)
 
     def render_traceback(self):
-        return "\n".join(e.render_traceback() for e in self.elist)
+        # EngineError/TaskAborted entries have no traceback: show their message
+        return "\n".join(e.render_traceback() if hasattr(e, "render_traceback") else
+                         f"{type(e).__name__}: {e}" for e in self.elist)
 
     def raise_exception(self, index=0):
         raise self.elist[index]

@@ -213,11 +213,11 @@ class Engine:
     def _run(self, msg):
         """Serve one request with output captured, status published, and a reply."""
         handler = getattr(self, "_do_" + msg.msg_type[: -len("_request")])
-        self._publish("status", {"execution_state": "busy"}, msg.header)
         started = utcnow()
         buffers = []
+        publisher = self._stream_publisher(msg.header)
         try:
-            with captured_output(self._stream_publisher(msg.header)) as output:
+            with captured_output(publisher) as output:
                 try:
                     self._busy = True
                     buffers = handler(msg) or []
@@ -231,7 +231,8 @@ class Engine:
                                       output["stdout"], output["stderr"])
             self._reply(msg, content, metadata, buffers)
         finally:
-            self._publish("status", {"execution_state": "idle"}, msg.header)
+            if publisher.busy_sent:
+                self._publish("status", {"execution_state": "idle"}, msg.header)
         if msg.msg_type == "shutdown_request":
             raise ShutdownRequested()
 
@@ -284,14 +285,30 @@ class Engine:
 
     def _publish(self, msg_type, content, parent):
         """Send on iopub from any thread (user threads print too)."""
-        header = self.session.header(msg_type, msg_id=uuid.uuid4().hex)
         with self._iopub_lock:
             try:
-                self.session.send(self.iopub, msg_type, content, parent=parent, header=header)
+                self.session.send(self.iopub, msg_type, content, parent=parent)
             except zmq.ZMQError as e:
                 self.bad.warning("could not publish on iopub", str(e))
 
     def _stream_publisher(self, parent):
-        def publish(name, text):
-            self._publish("stream", {"name": name, "text": text}, parent)
-        return publish
+        return StreamPublisher(self._publish, parent)
+
+
+class StreamPublisher:
+    """Publishes a task's output; announces ``busy`` before its first line.
+
+    Status goes out only around tasks that print: a no-op task then costs one
+    message instead of three, and a watcher of printing tasks still sees
+    busy / stream... / idle in order."""
+
+    def __init__(self, publish, parent):
+        self._publish = publish
+        self._parent = parent
+        self.busy_sent = False
+
+    def __call__(self, name, text):
+        if not self.busy_sent:
+            self.busy_sent = True
+            self._publish("status", {"execution_state": "busy"}, self._parent)
+        self._publish("stream", {"name": name, "text": text}, self._parent)
