@@ -1,0 +1,394 @@
+"""Client: the connection to a running controller and the books of what was sent.
+
+Two DEALERs go to the controller's one port: ``send`` (user threads, under a lock) and
+``recv`` (the I/O thread's). Everything the client knows arrives on ``recv`` and is
+recorded by the Inbox, so ``ids``, ``results`` and futures stay current without spin().
+"""
+
+import concurrent.futures
+import threading
+import time
+
+import zmq
+
+from .. import error
+from ..protocol import Session, read_connection_file
+from ..protocol import paths
+from .asyncresult import AsyncResult
+from .inbox import HubRequest, Inbox, new_metadata
+from .iothread import IOThread, dealer
+from .view import DirectView
+
+
+class Client:
+    """Connect to the controller of a profile (or of a connection file).
+
+    ``timeout``: seconds to wait for the controller to answer, at connect time and for
+    each hub query (queue_status, purge_results, hub_history, shutdown).
+    """
+
+    def __init__(self, url_file=None, profile=None, profile_dir=None, timeout=10):
+        path = url_file or paths.client_file(paths.profile_dir(profile, profile_dir))
+        info = read_connection_file(path)
+        self.url = info["url"]
+        self.connection_file = path
+        self.timeout = timeout
+        self.session = Session(info["key"])
+        self.history = []
+        self.block = False
+        self._inbox = Inbox(self.session, connection_file=path, client=self)
+        self._send_lock = threading.Lock()
+        self._closed = False
+        self._context = zmq.Context()
+        self._send_socket = dealer(self._context, self.url)
+        self._result_poll = None
+        self._io = IOThread(self._context, self.url, on_start=self._send_connect,
+                            on_frames=self._inbox.on_frames, on_tick=self._poll_hub,
+                            wants_tick=lambda: bool(self._inbox.hub_watch),
+                            send_socket=self._send_socket, send_lock=self._send_lock)
+        self._connect = HubRequest("connect_request", on_ok=self._on_connect_reply)
+        self._inbox.connect_request = self._connect
+        self._io.start()
+        try:
+            self._connect.result(timeout)
+        except concurrent.futures.TimeoutError:
+            self.close()
+            raise error.TimeoutError(
+                f"no controller answered at {self.url} within {timeout} s: is the cluster "
+                f"running (hpclaunch status)? is this the right connection file ({path})?"
+            ) from None
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            self._inbox.connect_request = None
+
+    # -- connection -----------------------------------------------------------------
+    def _send_connect(self, recv_socket):
+        """Runs on the I/O thread: its socket says hello, so replies are routed to it."""
+        with self._send_lock:
+            header = self.session.header("connect_request")
+            self._connect.msg_id = header["msg_id"]
+            self._inbox.pending[header["msg_id"]] = self._connect
+            self.session.send(recv_socket, "connect_request", {}, header=header)
+
+    def _on_connect_reply(self, msg):
+        self._inbox.set_engines(msg.content.get("engines") or {})
+
+    def close(self):
+        """Stop the I/O thread, close the sockets (linger 0) and fail what is still pending."""
+        if self._closed:
+            return
+        self._closed = True
+        stopped = self._io.stop()
+        with self._send_lock:
+            self._send_socket.close(linger=0)
+        self._inbox.fail_all(error.HpclaunchError(
+            "the Client was closed before this request got a reply"))
+        if stopped:
+            self._context.term()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        state = "closed" if self._closed else f"{len(self.ids)} engines"
+        return f"<hpclaunch.Client {self.url}: {state}>"
+
+    # -- the books ------------------------------------------------------------------
+    @property
+    def ids(self):
+        """Sorted ids of the registered engines, kept current by notifications."""
+        return list(self._inbox.ids)
+
+    @property
+    def results(self):
+        return self._inbox.results
+
+    @property
+    def metadata(self):
+        return self._inbox.metadata
+
+    @property
+    def outstanding(self):
+        return self._inbox.outstanding
+
+    @property
+    def engines(self):
+        """``{id: {uuid, hostname, pid}}`` of the registered engines."""
+        return dict(self._inbox.engines)
+
+    def wait_for_engines(self, n, timeout=None):
+        """Block until at least ``n`` engines are registered (timeout None/negative: forever)."""
+        if timeout is not None and timeout < 0:
+            timeout = None
+        cond = self._inbox.ids_changed
+        with cond:
+            if cond.wait_for(lambda: len(self._inbox.ids) >= n, timeout):
+                return
+            have = len(self._inbox.ids)
+        raise error.TimeoutError(
+            f"only {have} of {n} engines registered within {timeout} s: are the engines "
+            f"starting (hpclaunch status, the engine logs)?")
+
+    # -- views ----------------------------------------------------------------------
+    def _build_targets(self, targets):
+        """Engine ids for ``targets``: 'all'/None, an id (negative: from the end), a slice
+        of the id list, or a list of ids. Raises if an id is not registered."""
+        ids = self._inbox.ids
+        if targets is None or (isinstance(targets, str) and targets == "all"):
+            if not ids:
+                raise error.NoEnginesRegistered(
+                    "no engines are registered: start some (hpclaunch start) or wait for "
+                    "them with rc.wait_for_engines(n)")
+            return list(ids)
+        if isinstance(targets, slice):
+            return ids[targets]
+        if isinstance(targets, int):
+            targets = [targets]
+        try:
+            targets = [int(t) for t in targets]
+        except (TypeError, ValueError):
+            raise TypeError(f"targets must be 'all', an int, a slice or a list of ints, "
+                            f"not {targets!r}") from None
+        known = set(ids)
+        out = []
+        for t in targets:
+            if t < 0 and ids and -len(ids) <= t:
+                t = ids[t]
+            if t not in known:
+                raise IndexError(f"no such engine: {t} (registered: {ids})")
+            out.append(t)
+        return out
+
+    def direct_view(self, targets="all"):
+        """A DirectView; 'all' follows the engines registered at each call."""
+        if targets is None or (isinstance(targets, str) and targets == "all"):
+            return DirectView(self, "all")
+        single = isinstance(targets, int)
+        ids = self._build_targets(targets)
+        return DirectView(self, ids[0] if single else ids)
+
+    def __getitem__(self, key):
+        if isinstance(key, (int, slice, list, tuple, range)):
+            return self.direct_view(key if isinstance(key, (int, slice)) else list(key))
+        raise TypeError(f"index a Client with an engine id, a slice or a list, not {key!r}")
+
+    # -- sending --------------------------------------------------------------------
+    def _check_open(self):
+        if self._closed:
+            raise error.HpclaunchError("this Client is closed; create a new one")
+
+    def _submit(self, msg_type, content, jobs, fname, ar_class=AsyncResult, **ar_kwargs):
+        """Send one request per ``(engine_id, buffers)`` job; returns their AsyncResult.
+
+        Registration precedes sending so a reply can never outrun its future. The same
+        buffers list may be given for every engine: it is pickled once, signed per message.
+        """
+        self._check_open()
+        session, sock, inbox = self.session, self._send_socket, self._inbox
+        pending, metadata, outstanding = inbox.pending, inbox.metadata, inbox.outstanding
+        with self._send_lock:
+            headers = [session.header(msg_type) for _ in jobs]
+            msg_ids = [h["msg_id"] for h in headers]
+            ar = ar_class(inbox, msg_ids, fname=fname, targets=[e for e, _ in jobs], **ar_kwargs)
+            for header, (engine_id, buffers) in zip(headers, jobs):
+                msg_id = header["msg_id"]
+                metadata[msg_id] = new_metadata(msg_id, engine_id, header["date"])
+                pending[msg_id] = ar
+                outstanding.add(msg_id)
+                session.send(sock, msg_type, content, metadata={"engine": engine_id},
+                             buffers=buffers, header=header)
+            self.history.extend(msg_ids)
+            self._check_send_socket()
+        return ar
+
+    def _check_send_socket(self):
+        """Under the send lock, after sending: a send can swallow the edge that tells the
+        I/O thread an answer came back on this socket, so look and wake it if one did."""
+        if self._send_socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            self._io.wake()
+
+    def _hub_request(self, msg_type, content, on_ok=None):
+        """Send a query to the controller itself; returns a HubRequest future."""
+        self._check_open()
+        request = HubRequest(msg_type, on_ok=on_ok)
+        with self._send_lock:
+            header = self.session.header(msg_type)
+            request.msg_id = header["msg_id"]
+            self._inbox.pending[header["msg_id"]] = request
+            self.session.send(self._send_socket, msg_type, content, header=header)
+            self._check_send_socket()
+        return request
+
+    def _hub_query(self, msg_type, content):
+        return self._wait_hub(self._hub_request(msg_type, content))
+
+    def _wait_hub(self, request):
+        """The reply of a hub query, waiting at most ``timeout`` seconds."""
+        try:
+            return request.result(self.timeout)
+        except concurrent.futures.TimeoutError:
+            if request.done():
+                raise
+            self._inbox.pending.pop(request.msg_id, None)
+            raise error.TimeoutError(
+                f"the controller at {self.url} did not answer {request.msg_type} within "
+                f"{self.timeout} s: is it still running (hpclaunch status)?") from None
+
+    # -- hub queries ----------------------------------------------------------------
+    def queue_status(self, targets=None, verbose=False):
+        """``{engine_id: {'queue', 'completed', 'tasks'}, 'unassigned': n}`` (counts, or
+        msg_id lists when verbose); one engine's dict if ``targets`` is an int."""
+        ids = None if targets is None else self._build_targets(targets)
+        reply = self._hub_query("queue_request", {"targets": ids, "verbose": bool(verbose)})
+        content = reply.content
+        status = {int(k): v for k, v in (content.get("queues") or {}).items()}
+        if isinstance(targets, int):
+            return status[ids[0]]
+        status["unassigned"] = content.get("unassigned", 0)
+        return status
+
+    def hub_history(self):
+        """Every msg_id the controller has recorded, in submission order."""
+        return list(self._hub_query("history_request", {}).content.get("history") or [])
+
+    def purge_results(self, jobs=(), targets=()):
+        """Forget completed results at the controller: by msg_id/AsyncResult, by engine, or
+        ``jobs='all'``."""
+        if not jobs and not targets:
+            raise ValueError("purge_results needs jobs (msg_ids, AsyncResults or 'all') "
+                             "and/or targets (engine ids)")
+        msg_ids = "all" if jobs == "all" else self._msg_ids(jobs)
+        engine_ids = self._build_targets(targets) if targets else []
+        self._hub_query("purge_request", {"msg_ids": msg_ids, "engine_ids": engine_ids})
+
+    def purge_local_results(self, jobs=(), targets=()):
+        """Forget finished results kept in this client's ``results``/``metadata``."""
+        inbox = self._inbox
+        if jobs == "all":
+            done = [m for m in inbox.results]
+        else:
+            done = [m for m in self._msg_ids(jobs) if m in inbox.results]
+        if targets:
+            engines = set(self._build_targets(targets))
+            done += [m for m, md in list(inbox.metadata.items())
+                     if md.get("engine_id") in engines and m in inbox.results]
+        for msg_id in done:
+            inbox.results.pop(msg_id, None)
+            inbox.metadata.pop(msg_id, None)
+
+    def get_result(self, indices_or_msg_ids=None, block=None):
+        """An AsyncResult for earlier tasks, by msg_id (any client's) or index into history."""
+        key = -1 if indices_or_msg_ids is None else indices_or_msg_ids
+        single = isinstance(key, (int, str))
+        msg_ids = [self.history[k] if isinstance(k, int) else k
+                   for k in ([key] if single else self._msg_ids(key, allow_int=True))]
+        ar = AsyncResult(self._inbox, msg_ids, fname="get_result", single=single)
+        for msg_id in msg_ids:
+            self._inbox.metadata.setdefault(msg_id, new_metadata(msg_id))
+        to_fetch = self._inbox.follow(ar, msg_ids)
+        if to_fetch:
+            self._fetch(ar, to_fetch)
+        if block:
+            ar.wait()
+        return ar
+
+    def _fetch(self, ar, msg_ids):
+        request = self._hub_request("result_request", {"msg_ids": msg_ids},
+                                    on_ok=self._on_result_reply)
+
+        def failed(future):
+            exc = future.exception()
+            if exc is not None:
+                self._inbox.abandon(msg_ids, exc)
+                ar._fail_remaining(exc)
+
+        request.add_done_callback(failed)
+
+    def _on_result_reply(self, msg):
+        self._inbox.absorb_result_reply(msg)
+        if self._inbox.hub_watch:
+            self._io.wake()
+
+    def _poll_hub(self):
+        """I/O thread tick: ask again for other clients' results still pending."""
+        if self._result_poll is not None and not self._result_poll.done():
+            return
+        watched = sorted(self._inbox.hub_watch)
+        if not watched or self._closed:
+            return
+        self._result_poll = poll = self._hub_request(
+            "result_request", {"msg_ids": watched}, on_ok=self._inbox.absorb_result_reply)
+
+        def failed(future):
+            # e.g. a watched task was purged meanwhile: its waiters get the error, not a hang
+            exc = future.exception()
+            if exc is not None:
+                self._inbox.abandon(watched, exc)
+
+        poll.add_done_callback(failed)
+
+    def _msg_ids(self, jobs, allow_int=False):
+        """msg_ids from a msg_id, an AsyncResult, or a list of them (ints index history)."""
+        if isinstance(jobs, (str, AsyncResult)) or (allow_int and isinstance(jobs, int)):
+            jobs = [jobs]
+        out = []
+        for job in jobs:
+            if isinstance(job, AsyncResult):
+                out.extend(job.msg_ids)
+            elif isinstance(job, str):
+                out.append(job)
+            elif allow_int and isinstance(job, int):
+                out.append(self.history[job])
+            else:
+                raise TypeError(f"expected a msg_id or an AsyncResult, not {job!r}")
+        return out
+
+    # -- waiting --------------------------------------------------------------------
+    def wait(self, jobs=None, timeout=-1):
+        """Wait for ``jobs`` (default: everything outstanding); False if ``timeout`` passed."""
+        deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
+        msg_ids = list(self._inbox.outstanding) if jobs is None else self._msg_ids(jobs)
+        for msg_id in msg_ids:
+            ar = self._inbox.pending.get(msg_id)
+            if ar is None or type(ar) is HubRequest:
+                continue
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                ar._wait_index(ar._index[msg_id], left)
+            except error.TimeoutError:
+                return False
+        return True
+
+    # -- engine control ---------------------------------------------------------------
+    def _control(self, msg_type, content, targets, block, fname):
+        ids = self._build_targets(targets)
+        ar = self._submit(msg_type, content, [(e, ()) for e in ids], fname,
+                          single=isinstance(targets, int))
+        if block:
+            ar.get()
+        return ar
+
+    def abort(self, jobs=None, targets=None, block=None):
+        """Abort queued tasks (``jobs``: msg_ids/AsyncResults; None: all queued) on targets."""
+        msg_ids = None if jobs is None else self._msg_ids(jobs)
+        return self._control("abort_request", {"msg_ids": msg_ids}, targets,
+                             self.block if block is None else block, "abort")
+
+    def clear(self, targets=None, block=None):
+        """Empty the namespaces of the target engines."""
+        return self._control("clear_request", {}, targets,
+                             self.block if block is None else block, "clear")
+
+    def shutdown(self, targets="all", hub=False, block=True):
+        """Stop engines; ``hub=True`` stops every engine and then the controller."""
+        if hub:
+            request = self._hub_request("shutdown_request", {"engines": True})
+            if block:
+                self._wait_hub(request)
+            return request
+        return self._control("shutdown_request", {}, targets, block, "shutdown")

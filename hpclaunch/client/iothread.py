@@ -1,0 +1,163 @@
+"""The client's I/O thread: owns the ``recv`` socket and feeds every message to the Inbox.
+
+Replies complete futures here, so user code never has to spin. The thread sends
+``connect_request`` on its own socket first, which tells the controller to route this
+session's replies, iopub and notifications to it. An inproc PAIR wakes it (new work for
+the periodic tick, or stop), so it can block in poll() without a timeout when idle.
+
+It also reads the user threads' ``send`` socket, under their lock: the controller answers
+a rejected signature on the socket that sent the message, and a future must not hang on
+an answer nobody reads. Only the socket's file descriptor is polled (an OS call, not a
+socket operation), so the two threads never use that socket at the same time.
+"""
+
+import itertools
+import logging
+import threading
+import time
+
+import zmq
+
+log = logging.getLogger("hpclaunch.client")
+
+_thread_numbers = itertools.count()
+
+
+def dealer(context, url):
+    """A DEALER connected to the controller with the protocol's socket options."""
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(url)
+    return sock
+
+
+class IOThread(threading.Thread):
+    """Receive loop. ``on_start(sock)`` runs first on the thread (sends connect_request);
+    ``on_frames(frames)`` gets each message; ``on_tick()`` runs every ``tick_interval``
+    seconds while ``wants_tick()`` is true (polling the controller for other clients'
+    results)."""
+
+    def __init__(self, context, url, on_start, on_frames, on_tick=None, wants_tick=None,
+                 tick_interval=0.5, send_socket=None, send_lock=None):
+        n = next(_thread_numbers)
+        super().__init__(name=f"hpclaunch-client-io-{n}", daemon=True)
+        self.recv_socket = dealer(context, url)
+        wake_url = f"inproc://hpclaunch-client-wake-{id(self)}-{n}"
+        self._wake_in = context.socket(zmq.PAIR)
+        self._wake_in.bind(wake_url)
+        self._wake_out = context.socket(zmq.PAIR)
+        self._wake_out.setsockopt(zmq.LINGER, 0)
+        self._wake_out.connect(wake_url)
+        self._wake_lock = threading.Lock()
+        self._on_start, self._on_frames = on_start, on_frames
+        self._on_tick, self._wants_tick = on_tick, wants_tick or (lambda: False)
+        self.tick_interval = tick_interval
+        self._send_socket, self._send_lock = send_socket, send_lock
+        self.stopped = threading.Event()
+
+    def run(self):
+        recv, wake = self.recv_socket, self._wake_in
+        try:
+            self._on_start(recv)
+            poller = zmq.Poller()
+            poller.register(recv, zmq.POLLIN)
+            poller.register(wake, zmq.POLLIN)
+            send_fd = None
+            if self._send_socket is not None:
+                send_fd = self._send_socket.getsockopt(zmq.FD)
+                poller.register(send_fd, zmq.POLLIN)
+            next_tick = 0.0
+            while True:
+                ticking = self._on_tick is not None and self._wants_tick()
+                timeout = max(0.0, next_tick - time.monotonic()) * 1000 if ticking else None
+                events = dict(poller.poll(timeout))
+                if recv in events:
+                    self._drain(recv)
+                if wake in events and self._drain_wake(wake):
+                    break
+                if send_fd is not None and (send_fd in events or wake in events):
+                    self._drain_send_socket()
+                if ticking and time.monotonic() >= next_tick:
+                    next_tick = time.monotonic() + self.tick_interval
+                    self._safely(self._on_tick)
+        except zmq.ContextTerminated:
+            pass
+        except Exception:
+            log.exception("the client I/O thread stopped on an unexpected error")
+        finally:
+            recv.close(linger=0)
+            wake.close(linger=0)
+            self.stopped.set()
+
+    def _drain(self, recv):
+        on_frames = self._on_frames
+        while True:
+            try:
+                frames = recv.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            try:
+                on_frames(frames)
+            except Exception:
+                log.exception("error while handling a message (dropped)")
+
+    def _drain_send_socket(self):
+        """Read what arrived on the user threads' socket (taking their lock briefly)."""
+        batch = []
+        with self._send_lock:
+            sock = self._send_socket
+            if sock.closed:
+                return
+            while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                batch.append(sock.recv_multipart(zmq.NOBLOCK, copy=False))
+        for frames in batch:
+            try:
+                self._on_frames(frames)
+            except Exception:
+                log.exception("error while handling a message (dropped)")
+
+    @staticmethod
+    def _drain_wake(wake):
+        stop = False
+        while True:
+            try:
+                stop |= wake.recv(zmq.NOBLOCK) == b"stop"
+            except zmq.Again:
+                return stop
+
+    @staticmethod
+    def _safely(fn):
+        try:
+            fn()
+        except Exception:
+            log.exception("error in the client's periodic poll")
+
+    def wake(self):
+        """Make the loop re-check whether it should tick (e.g. a result is now watched)."""
+        with self._wake_lock:
+            if self._wake_out is not None:
+                try:
+                    self._wake_out.send(b"wake", zmq.NOBLOCK)
+                except zmq.Again:
+                    pass  # plenty of wakes are already queued
+
+    def stop(self, timeout=5.0):
+        """Stop the loop and close its sockets; safe to call twice, or from the thread itself."""
+        with self._wake_lock:
+            if self._wake_out is None:
+                return True
+            if self.is_alive():
+                self._wake_out.send(b"stop")
+            self._wake_out.close(linger=0)
+            self._wake_out = None
+        if not self.is_alive() and not self.stopped.is_set():
+            # never started: close what run() would have closed
+            self.recv_socket.close(linger=0)
+            self._wake_in.close(linger=0)
+            self.stopped.set()
+            return True
+        if threading.current_thread() is self:
+            return False
+        return self.stopped.wait(timeout)
