@@ -1,0 +1,71 @@
+"""``hpclaunch stop`` and ``hpclaunch status``: reattach to a running cluster by its profile."""
+
+import time
+
+import click
+
+from .options import profile_options, resolve_profile_dir
+
+
+def _attach(profile, profile_dir):
+    from ..cluster import Cluster
+    from ..launch import LaunchError
+
+    try:
+        return Cluster.from_file(profile_dir=resolve_profile_dir(profile, profile_dir))
+    except LaunchError as e:
+        raise click.ClickException(str(e))
+
+
+@click.command()
+@profile_options
+def stop(profile, profile_dir):
+    """Stop a profile's cluster: controller and engines, leaving no process behind."""
+    from ..launch import LaunchError, describe_profile
+
+    cluster = _attach(profile, profile_dir)
+    label, _ = describe_profile(cluster.profile_dir)
+    pid, engines = cluster.controller_pid, len(cluster.engine_pids)
+    try:
+        cluster.stop_cluster_sync()
+    except LaunchError as e:
+        raise click.ClickException(str(e))
+    click.echo(f"stopped the cluster of {label}: controller pid {pid} and {engines} "
+               f"engine{'' if engines == 1 else 's'}")
+
+
+@click.command()
+@profile_options
+def status(profile, profile_dir):
+    """Show a profile's controller and a table of its engines."""
+    from ..error import HpclaunchError
+
+    cluster = _attach(profile, profile_dir)
+    try:
+        info = cluster.status_sync()
+    except (HpclaunchError, OSError) as e:
+        raise click.ClickException(f"cannot query the controller: {e}")
+    click.echo(format_status(info))
+
+
+def format_status(info):
+    """The text of ``hpclaunch status``: a header, then one row per engine."""
+    up = _duration(time.time() - info["started"])
+    lines = [f"controller: pid {info['controller_pid']} at {info['url']} (up {up})",
+             f"profile dir: {info['profile_dir']}",
+             f"engines: {sum(r['id'] is not None for r in info['engines'])} registered "
+             f"of {info['launched']} launched; {info['unassigned']} tasks unassigned", ""]
+    header = ("ENGINE", "HOST", "PID", "STATE", "TASKS DONE")
+    rows = [(str(r["id"]) if r["id"] is not None else "-", r["host"], str(r["pid"]),
+             r["state"], str(r["completed"])) for r in info["engines"]]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return "\n".join(lines)
+
+
+def _duration(seconds):
+    seconds = int(max(seconds, 0))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"

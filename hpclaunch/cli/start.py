@@ -1,0 +1,126 @@
+"""``hpclaunch start``: a controller and N engines, in the foreground or as a daemon."""
+
+import os
+import shlex
+import signal
+import time
+
+import click
+
+from .options import profile_options, resolve_profile_dir
+
+
+def _at_least_one(_ctx, _param, value):
+    if value is not None and value < 1:
+        raise click.BadParameter(f"a cluster needs at least 1 engine, not {value}")
+    return value
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (terminal gone), handled like Ctrl-C: stop cleanly, then exit."""
+
+
+def _raise_terminated(_signum, _frame):
+    raise _Terminated()
+
+
+@click.command()
+@click.option("-n", "n", type=int, default=None, callback=_at_least_one, metavar="N",
+              help="Number of engines (default: the number of CPUs).")
+@profile_options
+@click.option("--daemonize", is_flag=True,
+              help="Return once every engine is up and leave the cluster running.")
+@click.option("--ip", default="127.0.0.1", show_default=True,
+              help="Address the controller listens on.")
+@click.option("--port", type=int, default=None, help="Controller port (default: a free one).")
+@click.option("--timeout", type=float, default=60.0, show_default=True,
+              help="Seconds for the controller and all engines to come up.")
+@click.option("--hb-period", type=float, default=None,
+              help="Seconds between heartbeats (controller default: 2).")
+@click.option("--hb-liveness", type=int, default=None,
+              help="Missed heartbeats before an engine counts as dead (default: 3).")
+@click.option("--log-level", default=None, help="Log level of controller and engines.")
+@click.option("--controller-args", default="", metavar="ARGS",
+              help="Extra words for every controller command line (shell quoting).")
+@click.option("--engine-args", default="", metavar="ARGS",
+              help="Extra words for every engine command line, e.g. '--timeout 30'.")
+def start(n, profile, profile_dir, daemonize, ip, port, timeout, hb_period, hb_liveness,
+          log_level, controller_args, engine_args):
+    """Start a controller and N engines on this machine.
+
+    Logs go to PROFILE_DIR/logs. Without --daemonize the cluster runs until
+    Ctrl-C (or SIGTERM), then stops; with it, stop it later with hpclaunch stop.
+    """
+    from ..cluster import Cluster
+    from ..error import HpclaunchError
+    from ..launch import describe_profile, tail
+    from .progress import RegistrationProgress
+
+    pdir = resolve_profile_dir(profile, profile_dir)
+    label, option = describe_profile(pdir)
+    cluster = Cluster(n=n or os.cpu_count() or 1, profile_dir=pdir, log_level=log_level,
+                      controller_ip=ip, controller_port=port, hb_period=hb_period,
+                      hb_liveness=hb_liveness, start_timeout=timeout,
+                      controller_args=shlex.split(controller_args),
+                      engine_args=shlex.split(engine_args), shutdown_atexit=not daemonize)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_terminated)
+    progress = RegistrationProgress()
+    up = False
+    try:
+        cluster.start_controller_sync()
+        click.echo(f"controller pid {cluster.controller_pid} listening at {cluster.url} "
+                   f"({label})")
+        cluster.start_engines_sync()
+        rc = cluster.connect_client_sync()
+        cluster.wait_for_engines(rc, on_progress=progress)
+        progress.done()
+        rc.close()
+        up = True
+        click.echo(f"cluster of {cluster.n} engine{'' if cluster.n == 1 else 's'} is up "
+                   f"({label}, logs in {pdir}/logs)")
+        if daemonize:
+            click.echo(f"running in the background; stop it with: hpclaunch stop {option}")
+            return
+        click.echo("running in the foreground; press Ctrl-C to stop it")
+        while cluster.running:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        progress.done()
+        if up:
+            _stop(cluster, "stopping the cluster")
+            return
+        _stop(cluster, "interrupted before every engine registered; stopping the cluster")
+        raise SystemExit(130)
+    except HpclaunchError as e:
+        progress.done()
+        if cluster.controller_pid is not None:
+            _stop(cluster, "")
+        raise click.ClickException(str(e))
+    except BaseException:
+        progress.done()
+        if cluster.controller_pid is not None:
+            _stop(cluster, "stopping the cluster after an unexpected error")
+        raise
+    code = cluster.controller_exit_code
+    if code == 0:
+        _stop(cluster, "the controller was shut down (hpclaunch stop, or a client's "
+                       "shutdown(hub=True)); cluster stopped")
+        return
+    controller_log = os.path.join(pdir, "logs", "controller.log")
+    _stop(cluster, "")
+    raise click.ClickException(f"the controller exited unexpectedly (status {code}); last lines "
+                               f"of {controller_log}:\n{tail(controller_log)}")
+
+
+def _stop(cluster, message):
+    """Stop the cluster; a second Ctrl-C must not abandon processes half way."""
+    if message:
+        click.echo(message)
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in signals}
+    try:
+        cluster.stop_cluster_sync()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,290 @@
+"""Compose a controller and N engines of one profile on a batch system.
+
+The launcher knows how to start and stop processes, never what they say on the
+wire: it learns the controller is up from its connection files, and leaves
+"are the engines registered?" to callers that hold a client. Every change is
+written to the profile's state file at once, so another shell can take over.
+"""
+
+import contextlib
+import fcntl
+import logging
+import os
+import sys
+import time
+
+import hpclaunch
+from ..error import ConnectionFileError
+from ..protocol import paths, read_connection_file
+from .base import get_system
+from .errors import (
+    ClusterAlreadyRunning,
+    ClusterNotRunning,
+    ControllerStartError,
+    LaunchError,
+    describe_profile,
+)
+from .local import LocalSystem
+from .processes import tail, wait_for_exit
+from .state import ClusterState
+
+log = logging.getLogger("hpclaunch.launch")
+
+POLL_INTERVAL = 0.05
+#: Seconds engines get to leave on their own once the controller is gone.
+ENGINE_GRACE = 0.5
+
+
+def child_env(extra=None):
+    """The environment of launched processes: ours, unbuffered, importing this hpclaunch."""
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    source_root = os.path.dirname(os.path.dirname(os.path.abspath(hpclaunch.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (source_root, env.get("PYTHONPATH")) if p)
+    env.update(extra or {})
+    return env
+
+
+class ClusterLauncher:
+    """Starts, tracks and stops the processes of the cluster in ``profile_dir``."""
+
+    def __init__(self, profile_dir, system=None, python=None, log_level=None, ip=None,
+                 port=None, hb_period=None, hb_liveness=None, engine_timeout=None,
+                 controller_args=(), engine_args=(), env=None):
+        self.profile_dir = os.path.abspath(profile_dir)
+        self.system = system or LocalSystem()
+        self.python = python or sys.executable
+        self.log_level = log_level
+        self.ip, self.port = ip, port
+        self.hb_period, self.hb_liveness = hb_period, hb_liveness
+        self.engine_timeout = engine_timeout
+        self.controller_args = list(controller_args)
+        self.engine_args = list(engine_args)
+        self.env = child_env(env)
+        self.state = None
+
+    # -- reattaching ---------------------------------------------------------
+    @classmethod
+    def attach(cls, profile_dir):
+        """A launcher for the cluster already running in ``profile_dir``.
+
+        Stale state (the controller is gone) is cleaned up, then reported as
+        ClusterNotRunning, so a crashed cluster never blocks the profile."""
+        state = ClusterState.load(profile_dir)
+        if state is None:
+            raise ClusterNotRunning(profile_dir)
+        launcher = cls(profile_dir, system=get_system(state.batch_system))
+        launcher.state = state
+        if not state.controller_alive():
+            launcher.clean_stale()
+            raise ClusterNotRunning(
+                profile_dir, f" (cleaned up stale state of controller pid {state.controller.pid})"
+                if state.controller else " (cleaned up stale state)")
+        return launcher
+
+    def running_controller_pid(self):
+        """Pid of a live controller of this profile (per state or connection file), or None."""
+        state = ClusterState.load(self.profile_dir)
+        if state is not None and state.controller_alive():
+            return state.controller.pid
+        try:
+            info = read_connection_file(paths.client_file(self.profile_dir),
+                                        check_permissions=False)
+        except ConnectionFileError:
+            return None
+        return info.get("controller_pid") if _is_controller(info.get("controller_pid")) else None
+
+    def clean_stale(self):
+        """Remove what a dead cluster left: processes still alive, state, connection files."""
+        state = self.state or ClusterState.load(self.profile_dir)
+        if state is not None:
+            leftovers = self.system.stop(state.all_records(), grace=3.0)
+            if leftovers:
+                log.warning("could not end stale processes %s", [p.pid for p in leftovers])
+            state.remove()
+        self._remove_connection_files()
+
+    # -- starting ------------------------------------------------------------
+    def start_controller(self, timeout=30.0):
+        """Start the controller and wait for its connection files; return client info."""
+        os.makedirs(paths.logs_dir(self.profile_dir), exist_ok=True)
+        with _start_lock(self.profile_dir):
+            pid = self.running_controller_pid()
+            if pid is not None:
+                raise ClusterAlreadyRunning(self.profile_dir, pid)
+            self.clean_stale()
+            return self._start_controller(timeout)
+
+    def _start_controller(self, timeout):
+        argv = [self.python, "-m", "hpclaunch.controller", "--profile-dir", self.profile_dir]
+        for flag, value in (("--ip", self.ip), ("--port", self.port),
+                            ("--hb-period", self.hb_period), ("--hb-liveness", self.hb_liveness),
+                            ("--log-level", self.log_level)):
+            if value is not None:
+                argv += [flag, str(value)]
+        argv += self.controller_args
+        log_path = os.path.join(paths.logs_dir(self.profile_dir), "controller.log")
+        record = self.system.start(argv, log_path, "controller", env=self.env)
+        self.state = ClusterState(self.profile_dir, batch_system=self.system.name,
+                                  controller=record)
+        self.state.save()
+        info = self._wait_for_connection_files(record, timeout)
+        self.state.url = info["url"]
+        self.state.save()
+        log.info("controller pid %d listening at %s", record.pid, info["url"])
+        return info
+
+    def _wait_for_connection_files(self, record, timeout):
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.system.is_running(record):
+                code = self.system.exit_code(record)
+                self.stop()
+                raise ControllerStartError(
+                    f"the controller exited (status {code}) before writing its connection "
+                    f"files; last lines of {record.log}:\n{tail(record.log)}")
+            info = self._read_connection_files(record.pid)
+            if info is not None:
+                return info
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ControllerStartError(
+                    f"the controller (pid {record.pid}) wrote no connection files in "
+                    f"{timeout:g} s; raise the timeout on a slow machine. Last lines of "
+                    f"{record.log}:\n{tail(record.log)}")
+            time.sleep(POLL_INTERVAL)
+
+    def _read_connection_files(self, pid):
+        try:
+            client = read_connection_file(paths.client_file(self.profile_dir))
+            engine = read_connection_file(paths.engine_file(self.profile_dir))
+        except ConnectionFileError:
+            return None
+        if client.get("controller_pid") != pid or engine.get("controller_pid") != pid:
+            return None  # an older controller's files, not yet replaced
+        return client
+
+    def start_engines(self, n):
+        """Start ``n`` more engines; return their records (registration is the caller's)."""
+        if n < 1:
+            raise ValueError(f"the number of engines must be at least 1, not {n}")
+        if self.state is None or not self.state.controller_alive():
+            raise ClusterNotRunning(self.profile_dir, " (start the controller first)")
+        argv = [self.python, "-m", "hpclaunch.engine", "--file",
+                paths.engine_file(self.profile_dir)]
+        if self.engine_timeout is not None:
+            argv += ["--timeout", str(self.engine_timeout)]
+        if self.log_level is not None:
+            argv += ["--log-level", str(self.log_level)]
+        argv += self.engine_args
+        first = _next_engine_index(self.state.engines)
+        started = []
+        for k in range(first, first + n):
+            log_path = os.path.join(paths.logs_dir(self.profile_dir), f"engine-{k}.log")
+            started.append(self.system.start(argv, log_path, f"engine-{k}", env=self.env))
+            self.state.engines.append(started[-1])
+            self.state.n = len(self.state.engines)
+            self.state.save()
+        return started
+
+    # -- watching ------------------------------------------------------------
+    def engine_records(self):
+        return list(self.state.engines) if self.state else []
+
+    def dead_engines(self, records=None):
+        """Engines (of ``records``, default all) whose process has ended."""
+        return [r for r in (records if records is not None else self.engine_records())
+                if not self.system.is_running(r)]
+
+    def controller_running(self):
+        return (self.state is not None and self.state.controller is not None
+                and self.system.is_running(self.state.controller))
+
+    # -- stopping ------------------------------------------------------------
+    def stop_engines(self, grace=5.0):
+        """End every engine (SIGTERM: they unregister), keep the controller running."""
+        if self.state is None:
+            return
+        leftovers = self.system.stop(self.state.engines, grace=grace)
+        self.state.engines = []
+        self.state.n = 0
+        self.state.save()
+        if leftovers:
+            raise LaunchError(f"engine processes {sorted(p.pid for p in leftovers)} "
+                              "survived SIGKILL; end them by hand")
+
+    def stop(self, graceful_wait=0.0, grace=5.0):
+        """End every process of the cluster; remove the state and connection files.
+
+        ``graceful_wait``: seconds to let processes leave on their own first (after
+        the caller asked the controller to shut down). Raises LaunchError naming any
+        pid that could not be ended."""
+        state = self.state  # never a file re-read: it may name a newer cluster
+        if state is None:
+            return
+        records = state.all_records()
+        if graceful_wait > 0 and state.controller is not None:
+            # The controller leaves last (after telling engines); engines still up a
+            # moment later missed the word and get SIGTERM, which they handle cleanly.
+            wait_for_exit([state.controller], graceful_wait)
+            wait_for_exit(state.engines, ENGINE_GRACE)
+        leftovers = self.system.stop(records, grace=grace)
+        still = [r.pid for r in records if r.is_alive()]
+        state.remove()
+        self._remove_connection_files(state.controller.pid if state.controller else None)
+        self.state = None
+        if leftovers or still:
+            pids = sorted({p.pid for p in leftovers} | set(still))
+            raise LaunchError(f"processes {pids} survived SIGKILL; end them by hand")
+
+    def _remove_connection_files(self, controller_pid=None):
+        """Remove connection files unless a different, live controller wrote them."""
+        for path in (paths.client_file(self.profile_dir), paths.engine_file(self.profile_dir)):
+            try:
+                info = read_connection_file(path, check_permissions=False)
+                owner = info.get("controller_pid")
+                if owner != controller_pid and _is_controller(owner):
+                    continue
+            except ConnectionFileError:
+                pass
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+
+@contextlib.contextmanager
+def _start_lock(pdir):
+    """Hold the profile's start lock: two ``start``s at once would share one profile."""
+    with open(os.path.join(pdir, ".start.lock"), "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LaunchError(
+                f"another hpclaunch start is starting the cluster of {describe_profile(pdir)[0]} "
+                "right now; wait for it, then use hpclaunch status") from None
+        yield
+
+
+def _next_engine_index(records):
+    """Log index for the next engine: one past the highest so far (logs never clash)."""
+    indices = [int(r.role.split("-", 1)[1]) for r in records
+               if r.role.startswith("engine-") and r.role.split("-", 1)[1].isdigit()]
+    return max(indices, default=-1) + 1
+
+
+def _is_controller(pid):
+    """Whether ``pid`` is a live hpclaunch controller (of anyone's launching)."""
+    if not isinstance(pid, int):
+        return False
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        argv = proc.cmdline()
+        words = " ".join(argv)
+        return (proc.status() != psutil.STATUS_ZOMBIE
+                and ("hpclaunch.controller" in words or ("hpclaunch" in words
+                                                          and "controller" in argv)))
+    except psutil.Error:
+        return False

@@ -1,0 +1,109 @@
+"""The cluster state file: what a profile's launcher started, so any shell can reattach.
+
+``<profile dir>/cluster.json`` records the batch system, the controller and engine
+processes, the controller URL and when it all started. ``hpclaunch stop`` and
+``status`` read it from another shell (or after ``start --daemonize`` returned).
+Written atomically, so a reader never sees half a file.
+"""
+
+import json
+import os
+import tempfile
+import time
+
+from .processes import ProcessRecord
+
+STATE_FILE = "cluster.json"
+STATE_VERSION = 1
+
+
+def state_file(pdir):
+    return os.path.join(pdir, STATE_FILE)
+
+
+class ClusterState:
+    """What one launch of a profile's cluster consists of."""
+
+    def __init__(self, profile_dir, batch_system="local", controller=None, engines=(),
+                 url=None, n=0, started=None, launcher_pid=None):
+        self.profile_dir = os.path.abspath(profile_dir)
+        self.batch_system = batch_system
+        self.controller = controller
+        self.engines = list(engines)
+        self.url = url
+        self.n = n
+        self.started = started if started is not None else time.time()
+        self.launcher_pid = launcher_pid if launcher_pid is not None else os.getpid()
+
+    @property
+    def path(self):
+        return state_file(self.profile_dir)
+
+    def to_dict(self):
+        return {
+            "version": STATE_VERSION,
+            "profile_dir": self.profile_dir,
+            "batch_system": self.batch_system,
+            "controller": self.controller.to_dict() if self.controller else None,
+            "engines": [e.to_dict() for e in self.engines],
+            "url": self.url,
+            "n": self.n,
+            "started": self.started,
+            "launcher_pid": self.launcher_pid,
+        }
+
+    @classmethod
+    def from_dict(cls, data, profile_dir):
+        controller = data.get("controller")
+        return cls(
+            profile_dir,
+            batch_system=data.get("batch_system", "local"),
+            controller=ProcessRecord.from_dict(controller) if controller else None,
+            engines=[ProcessRecord.from_dict(e) for e in data.get("engines", [])],
+            url=data.get("url"),
+            n=data.get("n", 0),
+            started=data.get("started"),
+            launcher_pid=data.get("launcher_pid"),
+        )
+
+    def save(self):
+        """Atomically (re)write the state file."""
+        os.makedirs(self.profile_dir, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".cluster-", suffix=".json", dir=self.profile_dir)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.to_dict(), f, indent=2)
+                f.write("\n")
+            os.replace(tmp, self.path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, pdir):
+        """The saved state of ``pdir``, or None when there is none (or it is unreadable)."""
+        try:
+            with open(state_file(pdir)) as f:
+                data = json.load(f)
+            return cls.from_dict(data, pdir)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError):
+            # A damaged state file names no process we could safely signal.
+            return None
+
+    def remove(self):
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+    def all_records(self):
+        return ([self.controller] if self.controller else []) + self.engines
+
+    def controller_alive(self):
+        return self.controller is not None and self.controller.is_alive()
+
+    def living_engines(self):
+        return [e for e in self.engines if e.is_alive()]
