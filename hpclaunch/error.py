@@ -42,6 +42,24 @@ class TaskAborted(HpclaunchError):
     """A queued task was aborted before it ran."""
 
 
+class UnmetDependency(HpclaunchError):
+    """Raised on an engine by a functional dependency (``@require``/``@depend``) that the
+    engine does not meet; the scheduler then tries the task elsewhere."""
+
+
+class ImpossibleDependency(UnmetDependency):
+    """A task's dependencies can never be met (unknown ids, failed dependencies,
+    follow targets on different engines, every engine refused it)."""
+
+
+class DependencyTimeout(ImpossibleDependency):
+    """A task's dependencies were not met within its ``timeout``."""
+
+
+class TaskTimeout(HpclaunchError):
+    """A load-balanced task was not placed on an engine within its ``timeout``."""
+
+
 class RemoteError(HpclaunchError):
     """An exception raised on an engine, carried back with its type and traceback."""
 
@@ -98,4 +116,10 @@ def wrap_exception(content, engine_info=None):
         return EngineError(evalue)
     if ename == "TaskAborted":
         return TaskAborted(evalue)
+    if ename in _SCHEDULER_ERRORS:
+        return _SCHEDULER_ERRORS[ename](evalue)
     return RemoteError(ename, evalue, content.get("traceback", ""), info)
+
+
+_SCHEDULER_ERRORS = {cls.__name__: cls for cls in
+                     (ImpossibleDependency, DependencyTimeout, TaskTimeout)}
