@@ -18,6 +18,7 @@ from ..protocol import SIGNATURE_SCHEME, Session, new_key, paths, write_connecti
 from .heartbeat import HeartMonitor
 from .hub import Hub
 from .schemes import SCHEMES
+from .sqlitedb import SQLiteDB
 from .taskdb import MemoryDB
 
 log = logging.getLogger("hpclaunch.controller")
@@ -48,6 +49,9 @@ def parse_args(argv=None):
     p.add_argument("--hwm", type=int, default=0,
                    help="max outstanding load-balanced tasks per engine; more wait in the "
                         "scheduler so a newly free engine gets them (default 0: no limit)")
+    p.add_argument("--db", choices=("memory", "sqlite"), default="memory",
+                   help="where task records live: memory (bounded, default) or sqlite "
+                        "(<profile dir>/tasks.db, started afresh, kept after the controller exits)")
     p.add_argument("--max-records", type=int, default=100_000,
                    help="task records kept in memory before the oldest completed are culled")
     p.add_argument("--max-bytes", type=int, default=1 << 30,
@@ -81,6 +85,17 @@ def bind(sock, ip, port):
     return port
 
 
+def open_db(args, pdir):
+    if args.db == "memory":
+        return MemoryDB(args.max_records, args.max_bytes)
+    path = os.path.join(pdir, "tasks.db")
+    for stale in (path, path + "-wal", path + "-shm"):
+        if os.path.exists(stale):
+            os.unlink(stale)
+    log.info("task records in %s", path)
+    return SQLiteDB(path)
+
+
 def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
@@ -106,7 +121,7 @@ def main(argv=None):
     write_connection_file(paths.client_file(pdir), info)
 
     hub = Hub(sock, session, HeartMonitor(args.hb_period, args.hb_liveness),
-              MemoryDB(args.max_records, args.max_bytes), args.scheme, args.hwm)
+              open_db(args, pdir), args.scheme, args.hwm)
 
     def on_signal(signum, _frame):
         log.info("received signal %d: shutting down engines and controller", signum)
@@ -121,6 +136,7 @@ def main(argv=None):
         pass
     finally:
         hub.shutdown(engines=True)
+        hub.db.close()
         sock.close(linger=1000)
         ctx.term()
         log.info("controller stopped")

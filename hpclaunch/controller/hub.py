@@ -77,11 +77,12 @@ class Hub:
             try:
                 frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
-                return
+                break
             try:
                 self.handle(frames)
             except Exception:  # one bad message must never take the controller down
                 log.exception("error while handling a message; dropped it")
+        self.db.flush()
 
     def handle(self, frames):
         if len(frames) == 3 and frames[1].bytes == HEARTBEAT:
@@ -180,17 +181,17 @@ class Hub:
     def _unregister(self, msg):
         eid = self._engine_by_ident.get(msg.idents[0])
         if eid is not None:
-            self.engine_gone(eid, "it unregistered (the engine process exited)")
+            self.engine_gone(eid, "it unregistered (the engine process exited)", logging.INFO)
 
-    def engine_gone(self, eid, reason):
+    def engine_gone(self, eid, reason, level=logging.WARNING):
         """Forget an engine; retry or fail (EngineError) each of its unfinished requests."""
         rec = self.engines.remove(eid)
         if rec is None:
             return
         self._engine_by_ident.pop(rec.ident, None)
         self.heart.remove(eid)
-        log.warning("engine %d (%s pid %s) is gone: %s; %d unfinished request(s)",
-                    eid, rec.hostname, rec.pid, reason, len(rec.outstanding))
+        log.log(level, "engine %d (%s pid %s) is gone: %s; %d unfinished request(s)",
+                eid, rec.hostname, rec.pid, reason, len(rec.outstanding))
         self.scheduler.engine_removed(rec)
         outstanding, balanced = rec.outstanding, rec.balanced
         rec.outstanding, rec.balanced = {}, set()

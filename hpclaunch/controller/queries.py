@@ -4,6 +4,8 @@ Each function takes the hub and the request and sends the reply; they read the
 registry and the task DB and change nothing but purged records.
 """
 
+from ..protocol import json_frame
+from .dbquery import compile_query, project
 from .replies import error
 
 
@@ -77,7 +79,58 @@ def history(hub, msg):
     hub.reply(msg, "history_reply", {"status": "ok", "history": hub.db.msg_ids()})
 
 
+def db_query(hub, msg):
+    c = msg.load_content()
+    try:
+        matches = compile_query(c.get("query", {}))
+        keys = c.get("keys")
+        records = [project(summary, keys) for summary in hub.db.find(matches)]
+    except ValueError as e:
+        hub.reply(msg, "db_reply", error("ValueError", str(e)))
+        return
+    hub.reply(msg, "db_reply", {"status": "ok", "records": records})
+
+
+def resubmit(hub, msg):
+    """Run finished tasks again: the same request under a new msg_id, for the asker."""
+    msg_ids = msg.load_content().get("msg_ids")
+    if not isinstance(msg_ids, list) or not all(isinstance(m, str) for m in msg_ids):
+        hub.reply(msg, "resubmit_reply", error("ProtocolError", "resubmit_request needs msg_ids"))
+        return
+    records = [hub.db.get(m) for m in msg_ids]
+    problems = [f"{m} is unknown" for m, r in zip(msg_ids, records) if r is None]
+    problems += [f"{m} is still pending" for m, r in zip(msg_ids, records) if r and r.pending]
+    problems += [f"{m} has no stored request" for m, r in zip(msg_ids, records)
+                 if r and not r.pending and not r.request]
+    if problems:
+        hub.reply(msg, "resubmit_reply", error("ValueError", "cannot resubmit: " + "; ".join(problems)))
+        return
+    renamed = {}
+    for old in records:
+        new_msg = _renewed_request(hub, old, msg)
+        renamed[old.msg_id] = new_msg.header["msg_id"]
+        hub.record(new_msg, None)
+        hub.scheduler.submit(new_msg)
+    hub.reply(msg, "resubmit_reply", {"status": "ok", "resubmitted": renamed})
+
+
+def _renewed_request(hub, old, asker):
+    """The stored request with a fresh header (new msg_id, the asker's session), re-signed by
+    the controller; content and buffers are reused as stored. Placement is left to the
+    task scheduler, so ``metadata.engine`` is dropped."""
+    _sig, _header, parent, metadata, content, *buffers = old.request
+    header = hub.session.header(old.msg_type)
+    header["session"] = asker.header["session"]
+    md = hub.session.unpack_signed([], old.request, check_replay=False).metadata
+    md.pop("engine", None)
+    body = [json_frame(header), parent, json_frame(md), content, *buffers]
+    signed = [hub.session.sign(body), *body]
+    return hub.session.unpack_signed(asker.idents, signed, check_replay=False, content=False)
+
+
 HANDLERS = {
+    "db_request": db_query,
+    "resubmit_request": resubmit,
     "queue_request": queue_status,
     "result_request": results,
     "purge_request": purge,

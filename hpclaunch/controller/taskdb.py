@@ -69,6 +69,20 @@ class TaskDB(abc.ABC):
     def msg_ids(self):
         """Every stored msg_id, oldest first."""
 
+    @abc.abstractmethod
+    def records(self):
+        """Every record, oldest first (frames may be left out: use get() for those)."""
+
+    def find(self, matches):
+        """Summaries of the records for which ``matches(summary)`` is true."""
+        return [summary for summary in (r.summary() for r in self.records()) if matches(summary)]
+
+    def flush(self):
+        """Make recent writes durable (a no-op for memory)."""
+
+    def close(self):
+        self.flush()
+
 
 class MemoryDB(TaskDB):
     """Records in insertion order, bounded by count and bytes.
