@@ -18,6 +18,8 @@ import time
 
 import zmq
 
+from ..protocol import recv_frames
+
 log = logging.getLogger("hpclaunch.client")
 
 _thread_numbers = itertools.count()
@@ -95,7 +97,7 @@ class IOThread(threading.Thread):
         on_frames = self._on_frames
         while True:
             try:
-                frames = recv.recv_multipart(zmq.NOBLOCK, copy=False)
+                frames = recv_frames(recv, block=False)
             except zmq.Again:
                 return
             try:
@@ -111,7 +113,7 @@ class IOThread(threading.Thread):
             if sock.closed:
                 return
             while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                batch.append(sock.recv_multipart(zmq.NOBLOCK, copy=False))
+                batch.append(recv_frames(sock, block=False))
         for frames in batch:
             try:
                 self._on_frames(frames)

@@ -13,7 +13,7 @@ import time
 import zmq
 
 from ..error import ProtocolError, SignatureError
-from ..protocol import DELIM, HEARTBEAT, json_frame, split_idents
+from ..protocol import DELIM, HEARTBEAT, json_frame, recv_frames, send_frames, split_idents
 from . import queries
 from .ratelimit import RateLimitedLog
 from .registry import EngineRegistry
@@ -75,7 +75,7 @@ class Hub:
     def _drain(self, limit=1000):
         for _ in range(limit):
             try:
-                frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+                frames = recv_frames(self.socket, block=False)
             except zmq.Again:
                 break
             try:
@@ -116,7 +116,7 @@ class Hub:
     def to_client(self, session, signed_frames):
         ident = self.clients.get(session)
         if ident is not None:
-            self.socket.send_multipart([ident, DELIM, *signed_frames], copy=False)
+            send_frames(self.socket, [ident, DELIM, *signed_frames])
 
     def reply(self, request, msg_type, content, metadata=None, buffers=()):
         """Answer a request, signed by the hub: to its client's receiving socket when the
@@ -254,7 +254,7 @@ class Hub:
         rec.outstanding[msg_id] = msg.header
         if balanced:
             rec.balanced.add(msg_id)
-        self.socket.send_multipart([rec.ident, DELIM, *msg.frames], copy=False)
+        send_frames(self.socket, [rec.ident, DELIM, *msg.frames])
 
     def _engine_reply(self, msg):
         eid = self._engine_by_ident.get(msg.idents[0])

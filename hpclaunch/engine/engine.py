@@ -15,7 +15,7 @@ import uuid
 import zmq
 
 from ..error import ProtocolError
-from ..protocol import Session, utcnow
+from ..protocol import Session, recv_frames, utcnow
 from .capture import captured_output
 from .heart import Heart
 from .kernel import Kernel, error_content
@@ -176,7 +176,7 @@ class Engine:
         """Drain the main socket: queue work, serve control messages in arrival order."""
         while True:
             try:
-                frames = self.main.recv_multipart(zmq.NOBLOCK, copy=False)
+                frames = recv_frames(self.main, block=False)
             except zmq.Again:
                 return
             msg = self._parse(frames)

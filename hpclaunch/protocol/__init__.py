@@ -19,6 +19,7 @@ from .session import (
     utcnow,
 )
 from .serialize import deserialize, pack_apply, serialize, unpack_apply
+from .transport import recv_frames, send_frames
 
 #: First frame after the routing id of a heartbeat ping/pong (never a valid DELIM).
 HEARTBEAT = b"\x00hb"
@@ -26,6 +27,6 @@ HEARTBEAT = b"\x00hb"
 __all__ = [
     "DELIM", "HEARTBEAT", "PROTOCOL_VERSION", "SIGNATURE_SCHEME", "Message", "ReplayGuard",
     "Session", "deserialize", "ensure_private_dir", "json_frame", "new_key", "pack_apply",
-    "read_connection_file", "serialize", "split_idents", "unpack_apply", "utcnow",
+    "read_connection_file", "recv_frames", "send_frames", "serialize", "split_idents", "unpack_apply", "utcnow",
     "write_connection_file",
 ]

@@ -19,6 +19,7 @@ import time
 import uuid
 
 from ..error import ProtocolError, SignatureError
+from .transport import send_frames
 
 DELIM = b"<IDS|MSG>"
 PROTOCOL_VERSION = "1.0"
@@ -192,7 +193,7 @@ class Session:
         header, frames = self.pack(msg_type, content, parent, metadata, buffers, header)
         if ident is not None:
             frames = (list(ident) if isinstance(ident, (list, tuple)) else [ident]) + frames
-        socket.send_multipart(frames, copy=_small(frames))
+        send_frames(socket, frames)
         return header
 
     # -- receiving --------------------------------------------------------
@@ -231,11 +232,6 @@ class Session:
             _loads(signed[4]) if content else None,
             signed[N_FIXED:], signed,
         )
-
-
-def _small(frames):
-    """Copy small messages (faster), send big buffers zero-copy."""
-    return sum(len(f) for f in frames) < 65536
 
 
 def json_frame(obj):
