@@ -105,13 +105,13 @@ def resubmit(hub, msg):
     if problems:
         hub.reply(msg, "resubmit_reply", error("ValueError", "cannot resubmit: " + "; ".join(problems)))
         return
-    renamed = {}
-    for old in records:
-        new_msg = _renewed_request(hub, old, msg)
-        renamed[old.msg_id] = new_msg.header["msg_id"]
-        hub.record(new_msg, None)
-        hub.scheduler.submit(new_msg)
+    renewed = [_renewed_request(hub, old, msg) for old in records]
+    renamed = {old.msg_id: new.header["msg_id"] for old, new in zip(records, renewed)}
+    # the reply goes first, so the client knows the new ids before any of them can fail
     hub.reply(msg, "resubmit_reply", {"status": "ok", "resubmitted": renamed})
+    for new in renewed:
+        hub.record(new, None)
+        hub.scheduler.submit(new)
 
 
 def _renewed_request(hub, old, asker):

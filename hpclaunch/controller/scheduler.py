@@ -81,8 +81,9 @@ class TaskScheduler:
         self.lru = [e for e in self.lru if e != rec.id]
         registered = set(self.hub.engines.ids())
         for job in list(self.ready):
-            if job.state == "ready" and self._placeable(job, registered) is False:
-                self._impossible(job, "no registered engine may run it any more")
+            why = self._why_unplaceable(job, registered) if job.state == "ready" else None
+            if why:
+                self._impossible(job, why)
 
     def unassigned(self):
         return len(self.waiting) + self.n_ready
@@ -112,9 +113,9 @@ class TaskScheduler:
                      msg_id, eid, ename, job.retries)
         else:
             return False
-        if self._placeable(job, set(self.hub.engines.ids())) is False:
-            self._impossible(job, f"every engine that may run it refused it or failed it "
-                                  f"({sorted(job.blacklist)})")
+        why = self._why_unplaceable(job, set(self.hub.engines.ids()))
+        if why:
+            self._impossible(job, why)
         else:
             self._place_or_queue(job)
         return True
@@ -170,8 +171,9 @@ class TaskScheduler:
                 for dep_id in dep.ids:
                     self.dependents[dep_id].add(job.msg_id)
                 return
-        if self._placeable(job, set(self.hub.engines.ids())) is False:
-            self._impossible(job, "no registered engine may run it (targets/follow/blacklist)")
+        why = self._why_unplaceable(job, set(self.hub.engines.ids()))
+        if why:
+            self._impossible(job, why)
         else:
             self._place_or_queue(job)
 
@@ -184,19 +186,22 @@ class TaskScheduler:
     def _follow_engines(self, job):
         return job.follow.locations(self._engine_of) if job.follow is not None else None
 
-    def _placeable(self, job, registered):
-        """False when no engine can ever run the job (engine ids are never reused);
-        None when it may run now or once an engine frees up or registers."""
+    def _why_unplaceable(self, job, registered):
+        """Why no engine can ever run the job (engine ids are never reused), or None when
+        it may run now, or once an engine frees up or registers."""
         try:
             follow = self._follow_engines(job)
-        except ValueError:
-            return False
+        except ValueError as e:
+            return str(e)
         pinned = job.targets if job.targets is not None else follow
         if pinned is not None:
-            usable = {e for e in pinned if job.allows(e, follow)}
-            return None if usable & registered else False
+            if not {e for e in pinned if job.allows(e, follow)} & registered:
+                what = "targets" if job.targets is not None else "follow dependencies' engines"
+                return (f"its {what} {sorted(pinned)} are not registered engines it may use "
+                        f"(registered: {sorted(registered)}, refused or failed: {sorted(job.blacklist)})")
+            return None
         if registered and not any(job.allows(e, follow) for e in registered):
-            return False
+            return f"every registered engine refused or failed it ({sorted(job.blacklist)})"
         return None
 
     def _place(self, job):

@@ -45,6 +45,18 @@ def child_env(extra=None):
     return env
 
 
+def level_name(level):
+    """``40`` or ``"error"`` -> ``"ERROR"``: ipyparallel code passes logging's integers,
+    the controller and engine command lines take names."""
+    if level is None or isinstance(level, str):
+        return level.upper() if level else level
+    name = logging.getLevelName(level)
+    if not isinstance(name, str) or name.startswith("Level "):
+        raise ValueError(f"log level {level!r} is not one of logging's levels "
+                         "(10 DEBUG, 20 INFO, 30 WARNING, 40 ERROR, 50 CRITICAL)")
+    return name
+
+
 class ClusterLauncher:
     """Starts, tracks and stops the processes of the cluster in ``profile_dir``."""
 
@@ -54,7 +66,7 @@ class ClusterLauncher:
         self.profile_dir = os.path.abspath(profile_dir)
         self.system = system or LocalSystem()
         self.python = python or sys.executable
-        self.log_level = log_level
+        self.log_level = level_name(log_level)
         self.ip, self.port = ip, port
         self.hb_period, self.hb_liveness = hb_period, hb_liveness
         self.engine_timeout = engine_timeout
