@@ -11,6 +11,11 @@ _LAZY = {
     "DirectView": "hpclaunch.client",
     "AsyncResult": "hpclaunch.client",
     "AsyncMapResult": "hpclaunch.client",
+    "LoadBalancedView": "hpclaunch.client",
+    "Dependency": "hpclaunch.dependency",
+    "require": "hpclaunch.dependency",
+    "depend": "hpclaunch.dependency",
+    "dependent": "hpclaunch.dependency",
     "Cluster": "hpclaunch.cluster",
     "error": "hpclaunch.error",
 }

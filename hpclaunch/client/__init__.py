@@ -6,8 +6,9 @@ and the engines on the wire, never in Python.
 
 from .asyncresult import AsyncMapResult, AsyncResult
 from .client import Client
+from .loadbalanced import LoadBalancedView
 from .remotefunction import ParallelFunction, RemoteFunction
 from .view import DirectView, View
 
-__all__ = ["AsyncMapResult", "AsyncResult", "Client", "DirectView", "ParallelFunction",
-           "RemoteFunction", "View"]
+__all__ = ["AsyncMapResult", "AsyncResult", "Client", "DirectView", "LoadBalancedView",
+           "ParallelFunction", "RemoteFunction", "View"]

@@ -40,6 +40,7 @@ class AsyncResult(concurrent.futures.Future):
         self._index = {m: i for i, m in enumerate(self.msg_ids)}
         self._results = [_MISSING] * len(self.msg_ids)
         self._remaining = len(self.msg_ids)
+        self._arrivals = []  # indices in the order their tasks finished
         self._cond = threading.Condition()
         self._created = time.time()
         if not self.msg_ids:
@@ -61,6 +62,7 @@ class AsyncResult(concurrent.futures.Future):
             if self._results[i] is not _MISSING:
                 return self._results[i]
             self._results[i] = value
+            self._arrivals.append(i)
             self._remaining -= 1
             finished = self._remaining == 0
             self._cond.notify_all()
@@ -261,11 +263,23 @@ class AsyncResult(concurrent.futures.Future):
 
 
 class AsyncMapResult(AsyncResult):
-    """The result of a map or a parallel function: per-engine chunks joined in order."""
+    """The result of a map or a parallel function: chunks joined in order.
 
-    def __init__(self, inbox, msg_ids, fname="map", targets=None, dist="b", **kwargs):
+    ``ordered=False`` (load-balanced maps) makes iteration yield each chunk's items as the
+    chunk finishes; ``get()`` keeps submission order either way, as in ipyparallel.
+    """
+
+    def __init__(self, inbox, msg_ids, fname="map", targets=None, dist="b", ordered=True,
+                 **kwargs):
         self._dist = dist
+        self.ordered = ordered
         super().__init__(inbox, msg_ids, fname=fname, targets=targets, single=False, **kwargs)
+
+    def _wait_arrival(self, k):
+        """The index of the ``k``-th task to finish, waiting for it."""
+        with self._cond:
+            self._cond.wait_for(lambda: len(self._arrivals) > k)
+            return self._arrivals[k]
 
     def _resolve(self, results):
         return join(super()._resolve(results), self._dist)
@@ -275,8 +289,8 @@ class AsyncMapResult(AsyncResult):
         if self._dist == "r":
             yield from self.get()
             return
-        for i in range(len(self.msg_ids)):
-            value = self._wait_index(i)
+        for k in range(len(self.msg_ids)):
+            value = self._wait_index(k) if self.ordered else self._results[self._wait_arrival(k)]
             if isinstance(value, BaseException):
                 raise value
             yield from value

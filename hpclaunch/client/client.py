@@ -17,10 +17,12 @@ from ..protocol import paths
 from .asyncresult import AsyncResult
 from .inbox import HubRequest, Inbox, new_metadata
 from .iothread import IOThread, dealer
+from .loadbalanced import LoadBalancedView
+from .records import TaskRecords
 from .view import DirectView
 
 
-class Client:
+class Client(TaskRecords):
     """Connect to the controller of a profile (or of a connection file).
 
     ``timeout``: seconds to wait for the controller to answer, at connect time and for
@@ -172,6 +174,11 @@ class Client:
         ids = self._build_targets(targets)
         return DirectView(self, ids[0] if single else ids)
 
+    def load_balanced_view(self, targets=None):
+        """A LoadBalancedView: the controller's scheduler picks an engine for each task,
+        among ``targets`` (None: any engine)."""
+        return LoadBalancedView(self, targets)
+
     def __getitem__(self, key):
         if isinstance(key, (int, slice, list, tuple, range)):
             return self.direct_view(key if isinstance(key, (int, slice)) else list(key))
@@ -182,11 +189,14 @@ class Client:
         if self._closed:
             raise error.HpclaunchError("this Client is closed; create a new one")
 
-    def _submit(self, msg_type, content, jobs, fname, ar_class=AsyncResult, **ar_kwargs):
+    def _submit(self, msg_type, content, jobs, fname, ar_class=AsyncResult, balanced=None,
+                **ar_kwargs):
         """Send one request per ``(engine_id, buffers)`` job; returns their AsyncResult.
 
         Registration precedes sending so a reply can never outrun its future. The same
         buffers list may be given for every engine: it is pickled once, signed per message.
+        A job whose engine_id is None goes to the load-balanced scheduler with the
+        ``balanced`` metadata (targets/after/follow/timeout/retries) instead of an engine.
         """
         self._check_open()
         session, sock, inbox = self.session, self._send_socket, self._inbox
@@ -200,8 +210,9 @@ class Client:
                 metadata[msg_id] = new_metadata(msg_id, engine_id, header["date"])
                 pending[msg_id] = ar
                 outstanding.add(msg_id)
-                session.send(sock, msg_type, content, metadata={"engine": engine_id},
-                             buffers=buffers, header=header)
+                md = balanced if engine_id is None else {"engine": engine_id}
+                session.send(sock, msg_type, content, metadata=md, buffers=buffers,
+                             header=header)
             self.history.extend(msg_ids)
             self._check_send_socket()
         return ar
@@ -251,86 +262,6 @@ class Client:
             return status[ids[0]]
         status["unassigned"] = content.get("unassigned", 0)
         return status
-
-    def hub_history(self):
-        """Every msg_id the controller has recorded, in submission order."""
-        return list(self._hub_query("history_request", {}).content.get("history") or [])
-
-    def purge_results(self, jobs=(), targets=()):
-        """Forget completed results at the controller: by msg_id/AsyncResult, by engine, or
-        ``jobs='all'``."""
-        if not jobs and not targets:
-            raise ValueError("purge_results needs jobs (msg_ids, AsyncResults or 'all') "
-                             "and/or targets (engine ids)")
-        msg_ids = "all" if jobs == "all" else self._msg_ids(jobs)
-        engine_ids = self._build_targets(targets) if targets else []
-        self._hub_query("purge_request", {"msg_ids": msg_ids, "engine_ids": engine_ids})
-
-    def purge_local_results(self, jobs=(), targets=()):
-        """Forget finished results kept in this client's ``results``/``metadata``."""
-        inbox = self._inbox
-        if jobs == "all":
-            done = [m for m in inbox.results]
-        else:
-            done = [m for m in self._msg_ids(jobs) if m in inbox.results]
-        if targets:
-            engines = set(self._build_targets(targets))
-            done += [m for m, md in list(inbox.metadata.items())
-                     if md.get("engine_id") in engines and m in inbox.results]
-        for msg_id in done:
-            inbox.results.pop(msg_id, None)
-            inbox.metadata.pop(msg_id, None)
-
-    def get_result(self, indices_or_msg_ids=None, block=None):
-        """An AsyncResult for earlier tasks, by msg_id (any client's) or index into history."""
-        key = -1 if indices_or_msg_ids is None else indices_or_msg_ids
-        single = isinstance(key, (int, str))
-        msg_ids = [self.history[k] if isinstance(k, int) else k
-                   for k in ([key] if single else self._msg_ids(key, allow_int=True))]
-        ar = AsyncResult(self._inbox, msg_ids, fname="get_result", single=single)
-        for msg_id in msg_ids:
-            self._inbox.metadata.setdefault(msg_id, new_metadata(msg_id))
-        to_fetch = self._inbox.follow(ar, msg_ids)
-        if to_fetch:
-            self._fetch(ar, to_fetch)
-        if block:
-            ar.wait()
-        return ar
-
-    def _fetch(self, ar, msg_ids):
-        request = self._hub_request("result_request", {"msg_ids": msg_ids},
-                                    on_ok=self._on_result_reply)
-
-        def failed(future):
-            exc = future.exception()
-            if exc is not None:
-                self._inbox.abandon(msg_ids, exc)
-                ar._fail_remaining(exc)
-
-        request.add_done_callback(failed)
-
-    def _on_result_reply(self, msg):
-        self._inbox.absorb_result_reply(msg)
-        if self._inbox.hub_watch:
-            self._io.wake()
-
-    def _poll_hub(self):
-        """I/O thread tick: ask again for other clients' results still pending."""
-        if self._result_poll is not None and not self._result_poll.done():
-            return
-        watched = sorted(self._inbox.hub_watch)
-        if not watched or self._closed:
-            return
-        self._result_poll = poll = self._hub_request(
-            "result_request", {"msg_ids": watched}, on_ok=self._inbox.absorb_result_reply)
-
-        def failed(future):
-            # e.g. a watched task was purged meanwhile: its waiters get the error, not a hang
-            exc = future.exception()
-            if exc is not None:
-                self._inbox.abandon(watched, exc)
-
-        poll.add_done_callback(failed)
 
     def _msg_ids(self, jobs, allow_int=False):
         """msg_ids from a msg_id, an AsyncResult, or a list of them (ints index history)."""

@@ -8,6 +8,7 @@ which must never die.
 """
 
 import bisect
+import collections
 import concurrent.futures
 import json
 import logging
@@ -22,6 +23,9 @@ log = logging.getLogger("hpclaunch.client")
 #: Keys of a stored task record (result_reply) copied into the client's metadata.
 RECORD_KEYS = ("submitted", "engine_id", "started", "completed")
 
+
+#: How many task replies nobody was waiting for are kept (see ``Inbox.adopt``).
+MAX_ORPHANS = 1024
 
 #: An unsigned message is a tiny error report; anything bigger is not worth parsing.
 MAX_UNSIGNED_FRAME = 64 * 1024
@@ -65,7 +69,12 @@ class HubRequest(concurrent.futures.Future):
         content = msg.content
         if content.get("status") == "ok":
             if self._on_ok is not None:
-                self._on_ok(msg)
+                try:
+                    self._on_ok(msg)
+                except Exception as e:  # a malformed reply: tell the caller, do not hang it
+                    self.set_exception(error.ProtocolError(
+                        f"the controller's {msg.msg_type} could not be used: {e!r}"))
+                    return
             self.set_result(msg)
         else:
             self.set_exception(error.wrap_exception(content))
@@ -112,6 +121,9 @@ class Inbox:
         self.controller_shut_down = False
         self._follow_lock = threading.Lock()
         self._log = _RateLimitedLog()
+        # controller-made task failures for msg_ids not (yet) registered: a resubmitted task
+        # the scheduler fails at once is answered before resubmit_reply names its new msg_id
+        self.orphans = collections.OrderedDict()
 
     # -- entry point (I/O thread) -----------------------------------------------
     def on_frames(self, frames):
@@ -151,6 +163,11 @@ class Inbox:
             handler(self, msg)
         elif msg_type == "signature_error":
             self._on_signature_error(msg.parent, msg.content)
+        elif (msg_type.endswith("_reply") and msg.metadata.get("engine_id") is None
+              and msg.parent.get("msg_id") and not msg.buffers):
+            self.orphans[msg.parent["msg_id"]] = msg
+            if len(self.orphans) > MAX_ORPHANS:
+                self.orphans.popitem(last=False)
         else:
             log.debug("dropped %s for unknown or finished request %s",
                       msg_type, msg.parent.get("msg_id"))
@@ -164,6 +181,19 @@ class Inbox:
         self.outstanding.discard(msg_id)
         if self.followers:
             self._feed_followers(msg_id, value)
+
+    def adopt(self, ar, msg_ids):
+        """Register ``ar`` as the owner of tasks it did not send (resubmitted ones); a reply
+        that already arrived for one of them completes it now. Runs on the I/O thread."""
+        now = time.time()
+        for msg_id in msg_ids:
+            self.metadata.setdefault(msg_id, new_metadata(msg_id, None, now))
+            self.outstanding.add(msg_id)
+            orphan = self.orphans.pop(msg_id, None)
+            if orphan is None:
+                self.pending[msg_id] = ar
+            else:
+                self._on_task_reply(ar, orphan)
 
     def settle(self, msg_id, msg):
         """Update the task's metadata from its reply; return its value or exception."""

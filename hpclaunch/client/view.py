@@ -3,7 +3,7 @@
 ``View`` holds what every view shares — the client, targets, the ``block`` flag and the
 apply/map family — on top of two primitives a subclass provides: ``_really_apply`` (one
 call) and ``_parallel_call`` (sequences split into chunks). DirectView sends to named
-engines; a LoadBalancedView will let the controller's scheduler pick.
+engines; LoadBalancedView (loadbalanced.py) lets the controller's scheduler pick.
 """
 
 import abc
