@@ -90,7 +90,7 @@ class Hub:
             return
         ident = frames[0].bytes
         try:
-            msg = self.session.unpack(frames, content=False)
+            msg = self.session.unpack(frames, content=False, buffers=False)
         except SignatureError as e:
             self.rejected.note("bad signature", ident, e)
             self._refuse_signature(ident, frames, e)

@@ -168,11 +168,21 @@ class Session:
         }
 
     def sign(self, frames):
-        """Hex HMAC over the given frames (header, parent, metadata, content, buffers...)."""
+        """The signature of ``[header, parent, metadata, content, *buffers]``.
+
+        Without buffers: the hex HMAC of the four JSON frames. With buffers: the hex HMAC
+        of the four JSON frames, then the hex HMAC of those and every buffer (one pass).
+        The controller checks the first (it reads those frames, never the buffers);
+        engines and clients, which unpickle buffers, check the second."""
         h = self._hmac.copy()
-        for f in frames:
+        for f in frames[:4]:
             h.update(f)
-        return h.hexdigest().encode("ascii")
+        if len(frames) <= 4:
+            return h.hexdigest().encode("ascii")
+        head = h.hexdigest()
+        for f in frames[4:]:
+            h.update(f)
+        return (head + h.hexdigest()).encode("ascii")
 
     def pack(self, msg_type, content=None, parent=None, metadata=None, buffers=(), header=None):
         """Signed frames ``[DELIM, sig, header, parent, metadata, content, *buffers]``.
@@ -197,32 +207,40 @@ class Session:
         return header
 
     # -- receiving --------------------------------------------------------
-    def verify(self, signed_frames, check_replay=True):
-        """Check the signature of ``[sig, header, parent, metadata, content, *buffers]``."""
+    def verify(self, signed_frames, check_replay=True, buffers=True):
+        """Check the signature of ``[sig, header, parent, metadata, content, *buffers]``.
+
+        ``buffers=False`` (the controller) checks only the MAC of the JSON frames, which
+        authenticates everything it reads; the full MAC is left to whoever unpickles."""
         if len(signed_frames) < N_FIXED:
             raise ProtocolError(f"message has {len(signed_frames)} frames after the delimiter, "
                                 f"expected at least {N_FIXED}")
         sig = _as_bytes(signed_frames[0])
         if not sig:
             raise SignatureError("unsigned message (empty signature frame)")
-        expected = self.sign(signed_frames[1:])
+        if buffers or len(signed_frames) == N_FIXED:
+            expected = self.sign(signed_frames[1:])
+        else:
+            expected = self.sign(signed_frames[1:N_FIXED])
+            sig = sig[:64] if len(sig) == 128 else b""
         if not hmac.compare_digest(sig, expected):
             raise SignatureError("signature did not verify: the sender used a different key "
                                  "(wrong or stale connection file?) or the message was altered")
         if check_replay and self.replay is not None:
-            self.replay.check_and_add(sig)
+            self.replay.check_and_add(sig[:64])
         return sig
 
-    def unpack(self, frames, check_replay=True, content=True):
+    def unpack(self, frames, check_replay=True, content=True, buffers=True):
         """Verify and parse raw frames (with routing ids) into a Message.
 
-        ``content=False`` leaves the content frame unparsed (``msg.content`` is None),
-        for routers that only need the header and metadata."""
+        ``content=False`` leaves the content frame unparsed (``msg.content`` is None) and
+        ``buffers=False`` skips the MAC over buffers: for the controller, which forwards
+        them untouched."""
         idents, signed = split_idents(frames)
-        return self.unpack_signed(idents, signed, check_replay, content)
+        return self.unpack_signed(idents, signed, check_replay, content, buffers)
 
-    def unpack_signed(self, idents, signed, check_replay=True, content=True):
-        self.verify(signed, check_replay)
+    def unpack_signed(self, idents, signed, check_replay=True, content=True, buffers=True):
+        self.verify(signed, check_replay, buffers)
         header = _loads(signed[1])
         for key in ("msg_id", "msg_type", "session"):
             if not isinstance(header.get(key), str):
