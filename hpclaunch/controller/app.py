@@ -52,8 +52,9 @@ def parse_args(argv=None):
     p.add_argument("--db", choices=("memory", "sqlite"), default="memory",
                    help="where task records live: memory (bounded, default) or sqlite "
                         "(<profile dir>/tasks.db, started afresh, kept after the controller exits)")
-    p.add_argument("--max-records", type=int, default=100_000,
-                   help="task records kept in memory before the oldest completed are culled")
+    p.add_argument("--max-records", type=int, default=10_000,
+                   help="task records kept in memory before the oldest completed are culled "
+                        "(default 10000; --db sqlite keeps every record on disk)")
     p.add_argument("--max-bytes", type=int, default=1 << 30,
                    help="bytes of stored requests/results before culling (default 1 GiB)")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")

@@ -13,13 +13,13 @@ import time
 import zmq
 
 from ..error import ProtocolError, SignatureError
-from ..protocol import DELIM, HEARTBEAT, json_frame, recv_frames, send_frames, split_idents
+from ..protocol import DELIM, HEARTBEAT, N_FIXED, json_frame, recv_frames, send_frames, split_idents
 from . import queries
 from .ratelimit import RateLimitedLog
 from .registry import EngineRegistry
 from .replies import error, reply_type
 from .scheduler import TaskScheduler
-from .taskdb import TaskRecord
+from .taskdb import TaskRecord, detach
 
 log = logging.getLogger("hpclaunch.controller")
 
@@ -246,6 +246,10 @@ class Hub:
         self.send_to_engine(rec, msg)
 
     def record(self, msg, eid):
+        """Store the request; the message keeps the same detached frames (see taskdb.detach)
+        so a task waiting in the scheduler pins no receive buffer either."""
+        msg.frames = detach(msg.frames)
+        msg.buffers = msg.frames[N_FIXED:]
         h = msg.header
         self.db.add(TaskRecord(h["msg_id"], h["msg_type"], h["session"], eid, time.time(), msg.frames))
 

@@ -8,6 +8,7 @@ is in ``docs/protocol.md``.
 from .connection import ensure_private_dir, read_connection_file, write_connection_file
 from .session import (
     DELIM,
+    N_FIXED,
     PROTOCOL_VERSION,
     SIGNATURE_SCHEME,
     Message,
@@ -25,7 +26,7 @@ from .transport import recv_frames, send_frames
 HEARTBEAT = b"\x00hb"
 
 __all__ = [
-    "DELIM", "HEARTBEAT", "PROTOCOL_VERSION", "SIGNATURE_SCHEME", "Message", "ReplayGuard",
+    "DELIM", "HEARTBEAT", "N_FIXED", "PROTOCOL_VERSION", "SIGNATURE_SCHEME", "Message", "ReplayGuard",
     "Session", "deserialize", "ensure_private_dir", "json_frame", "new_key", "pack_apply",
     "read_connection_file", "recv_frames", "send_frames", "serialize", "split_idents", "unpack_apply", "utcnow",
     "write_connection_file",
