@@ -28,7 +28,8 @@ def main():
     with hl.Cluster(n=4) as rc:
         print(f"{len(rc.ids)} engines up on {socket.gethostname()} (this is pid {os.getpid()}): "
               f"{rc[:].apply_sync(where_am_i)}")
-        result = rc[:].map_async(slow_square, range(64))
+        # load-balanced: one task per item, handed to whichever engine is free
+        result = rc.load_balanced_view().map_async(slow_square, range(64), chunksize=1)
         result.wait_interactive()
         squares = result.get()
         print(f"squares of 0..63: {squares[:5]} ... {squares[-2:]}; sum = {sum(squares)}")
