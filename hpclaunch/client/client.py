@@ -42,12 +42,14 @@ class Client(TaskRecords):
         self._send_lock = threading.Lock()
         self._closed = False
         self._context = zmq.Context()
-        self._send_socket = dealer(self._context, self.url)
+        curve = info.get("curve")
+        self._send_socket = dealer(self._context, self.url, curve)
         self._result_poll = None
         self._io = IOThread(self._context, self.url, on_start=self._send_connect,
                             on_frames=self._inbox.on_frames, on_tick=self._poll_hub,
                             wants_tick=lambda: bool(self._inbox.hub_watch),
-                            send_socket=self._send_socket, send_lock=self._send_lock)
+                            send_socket=self._send_socket, send_lock=self._send_lock,
+                            curve=curve)
         self._connect = HubRequest("connect_request", on_ok=self._on_connect_reply)
         self._inbox.connect_request = self._connect
         self._io.start()
@@ -58,6 +60,8 @@ class Client(TaskRecords):
             raise error.TimeoutError(
                 f"no controller answered at {self.url} within {timeout} s: is the cluster "
                 f"running (hpclaunch status)? is this the right connection file ({path})?"
+                + (" The controller encrypts with CurveZMQ: keys from another cluster's "
+                   "connection file cannot connect." if curve else "")
             ) from None
         except BaseException:
             self.close()

@@ -18,16 +18,18 @@ import time
 
 import zmq
 
-from ..protocol import recv_frames
+from ..protocol import make_curve_client, recv_frames
 
 log = logging.getLogger("hpclaunch.client")
 
 _thread_numbers = itertools.count()
 
 
-def dealer(context, url):
-    """A DEALER connected to the controller with the protocol's socket options."""
+def dealer(context, url, curve=None):
+    """A DEALER connected to the controller with the protocol's socket options
+    (and CurveZMQ keys when the connection file has them)."""
     sock = context.socket(zmq.DEALER)
+    make_curve_client(sock, curve)
     sock.setsockopt(zmq.SNDHWM, 0)
     sock.setsockopt(zmq.RCVHWM, 0)
     sock.setsockopt(zmq.LINGER, 0)
@@ -42,10 +44,10 @@ class IOThread(threading.Thread):
     results)."""
 
     def __init__(self, context, url, on_start, on_frames, on_tick=None, wants_tick=None,
-                 tick_interval=0.5, send_socket=None, send_lock=None):
+                 tick_interval=0.5, send_socket=None, send_lock=None, curve=None):
         n = next(_thread_numbers)
         super().__init__(name=f"hpclaunch-client-io-{n}", daemon=True)
-        self.recv_socket = dealer(context, url)
+        self.recv_socket = dealer(context, url, curve)
         wake_url = f"inproc://hpclaunch-client-wake-{id(self)}-{n}"
         self._wake_in = context.socket(zmq.PAIR)
         self._wake_in.bind(wake_url)

@@ -14,7 +14,8 @@ import time
 
 import zmq
 
-from ..protocol import SIGNATURE_SCHEME, Session, new_key, paths, write_connection_file
+from ..protocol import (SIGNATURE_SCHEME, Session, listens_beyond_loopback, new_curve_keys,
+                        new_key, paths, write_connection_file)
 from .heartbeat import HeartMonitor
 from .hub import Hub
 from .schemes import SCHEMES
@@ -22,7 +23,6 @@ from .sqlitedb import SQLiteDB
 from .taskdb import MemoryDB
 
 log = logging.getLogger("hpclaunch.controller")
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 class _Stop(BaseException):
@@ -38,6 +38,11 @@ def parse_args(argv=None):
     p.add_argument("--ip", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; '*' or 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
+    enc = p.add_mutually_exclusive_group()
+    enc.add_argument("--curve", dest="curve", action="store_true", default=None,
+                     help="encrypt with CurveZMQ (default: on when --ip is beyond loopback)")
+    enc.add_argument("--no-curve", dest="curve", action="store_false",
+                     help="do not encrypt, even beyond loopback (a warning is logged)")
     p.add_argument("--location", help="host name or address that engines and clients should "
                                       "connect to when --ip is not a single address")
     p.add_argument("--hb-period", type=float, default=2.0,
@@ -68,9 +73,42 @@ def parse_args(argv=None):
     return args
 
 
-def connection_info(url, key, location):
+def connection_info(url, key, location, curve=None):
     return {"url": url, "key": key, "signature_scheme": SIGNATURE_SCHEME, "location": location,
-            "ssh": None, "controller_pid": os.getpid(), "created": time.time()}
+            "ssh": None, "curve": curve, "controller_pid": os.getpid(), "created": time.time()}
+
+
+class _AllowOne:
+    """ZAP credentials check: only the cluster's own client key may connect."""
+
+    def __init__(self, public_key):
+        self.public_key = public_key.encode("ascii")
+
+    def callback(self, domain, key):   # pyzmq passes the client key z85-encoded
+        return key == self.public_key
+
+
+def encryption(args, ctx, sock):
+    """Make ``sock`` a CurveZMQ server when asked or when listening beyond loopback.
+
+    Returns (the connection files' ``curve`` entry or None, the ZAP authenticator)."""
+    beyond = listens_beyond_loopback(args.ip)
+    use = args.curve if args.curve is not None else beyond
+    if not use:
+        if beyond:
+            log.warning("listening on %s beyond loopback WITHOUT encryption (--no-curve): "
+                        "anyone on the network can read the traffic (it is still signed)", args.ip)
+        return None, None
+    from zmq.auth.thread import ThreadAuthenticator
+
+    server_secret, curve = new_curve_keys()
+    authenticator = ThreadAuthenticator(ctx, log=logging.getLogger("hpclaunch.controller.zap"))
+    authenticator.start()
+    authenticator.configure_curve_callback("*", credentials_provider=_AllowOne(curve["client_public"]))
+    sock.curve_server = True
+    sock.curve_secretkey = server_secret
+    log.info("CurveZMQ encryption on; only peers holding this cluster's connection file may connect")
+    return curve, authenticator
 
 
 def bind(sock, ip, port):
@@ -108,16 +146,15 @@ def main(argv=None):
     sock = ctx.socket(zmq.ROUTER)
     for opt, value in ((zmq.SNDHWM, 0), (zmq.RCVHWM, 0), (zmq.ROUTER_HANDOVER, 1), (zmq.LINGER, 1000)):
         sock.setsockopt(opt, value)
+    curve, authenticator = encryption(args, ctx, sock)
     port = bind(sock, args.ip, args.port)
     wildcard = args.ip in ("0.0.0.0", "*")
     location = args.location or (socket.gethostname() if wildcard else args.ip)
     url = f"tcp://{location}:{port}"
-    if args.ip not in LOOPBACK:
-        log.warning("listening on %s beyond loopback; messages are signed but not encrypted", args.ip)
 
     key = new_key()
     session = Session(key, username="controller")
-    info = connection_info(url, key, socket.gethostname())
+    info = connection_info(url, key, socket.gethostname(), curve)
     write_connection_file(paths.engine_file(pdir), info)
     write_connection_file(paths.client_file(pdir), info)
 
@@ -139,6 +176,8 @@ def main(argv=None):
         hub.shutdown(engines=True)
         hub.db.close()
         sock.close(linger=1000)
+        if authenticator is not None:
+            authenticator.stop()
         ctx.term()
         log.info("controller stopped")
     return 0

@@ -58,7 +58,7 @@ def main(argv=None):
     logger.debug("connection file %s: controller at %s", path, info["url"])
     try:
         engine = Engine(info["url"], info["key"], timeout=args.timeout,
-                        requested_id=args.requested_id)
+                        requested_id=args.requested_id, curve=info.get("curve"))
     except Exception as e:  # e.g. a malformed url in the connection file
         logger.error("cannot connect to %r from %s: %s", info.get("url"), path, e)
         return 1

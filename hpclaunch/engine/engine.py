@@ -15,7 +15,7 @@ import uuid
 import zmq
 
 from ..error import ProtocolError
-from ..protocol import Session, recv_frames, utcnow
+from ..protocol import Session, make_curve_client, recv_frames, utcnow
 from .capture import captured_output
 from .heart import Heart
 from .kernel import Kernel, error_content
@@ -43,8 +43,9 @@ class ShutdownRequested(Exception):
 class Engine:
     """Connects to the controller at ``url`` and serves requests until told to stop."""
 
-    def __init__(self, url, key, timeout=30.0, requested_id=None, install_main=True):
+    def __init__(self, url, key, timeout=30.0, requested_id=None, install_main=True, curve=None):
         self.url = url
+        self.curve = curve
         self.timeout = float(timeout)
         self.requested_id = requested_id
         self.uuid = uuid.uuid4().hex
@@ -62,13 +63,14 @@ class Engine:
         self.context = zmq.Context()
         self.main = self._dealer(f"engine-{self.uuid}")
         self.iopub = self._dealer(f"iopub-{self.uuid}")
-        self.heart = Heart(self.context, url, f"heart-{self.uuid}")
+        self.heart = Heart(self.context, url, f"heart-{self.uuid}", curve)
 
     def _dealer(self, identity):
         sock = self.context.socket(zmq.DEALER)
         sock.setsockopt(zmq.SNDHWM, 0)
         sock.setsockopt(zmq.RCVHWM, 0)
         sock.setsockopt(zmq.IDENTITY, identity.encode())
+        make_curve_client(sock, self.curve)
         sock.connect(self.url)
         return sock
 

@@ -12,13 +12,15 @@ import uuid
 
 import zmq
 
+from ..protocol import make_curve_client
+
 from .logs import logger
 
 
 class Heart:
     """Owns the heart socket (through its thread) and the main thread's ``pulses`` end."""
 
-    def __init__(self, context, url, identity):
+    def __init__(self, context, url, identity, curve=None):
         self.identity = identity
         tag = uuid.uuid4().hex
         self.pulses = context.socket(zmq.PULL)
@@ -30,6 +32,7 @@ class Heart:
         heart = context.socket(zmq.DEALER)
         self._configure(heart)
         heart.setsockopt(zmq.IDENTITY, identity.encode())
+        make_curve_client(heart, curve)
         heart.connect(url)
         capture = context.socket(zmq.PUSH)
         # unbounded: a full capture pipe would block the device and stop the echo

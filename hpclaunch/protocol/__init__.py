@@ -5,6 +5,7 @@ controller, engine and client meet here and nowhere else. The message catalogue
 is in ``docs/protocol.md``.
 """
 
+from .curve import listens_beyond_loopback, make_curve_client, new_curve_keys
 from .connection import ensure_private_dir, read_connection_file, write_connection_file
 from .session import (
     DELIM,
@@ -28,6 +29,6 @@ HEARTBEAT = b"\x00hb"
 __all__ = [
     "DELIM", "HEARTBEAT", "N_FIXED", "PROTOCOL_VERSION", "SIGNATURE_SCHEME", "Message", "ReplayGuard",
     "Session", "deserialize", "ensure_private_dir", "json_frame", "new_key", "pack_apply",
-    "read_connection_file", "recv_frames", "send_frames", "serialize", "split_idents", "unpack_apply", "utcnow",
+    "listens_beyond_loopback", "make_curve_client", "new_curve_keys", "read_connection_file", "recv_frames", "send_frames", "serialize", "split_idents", "unpack_apply", "utcnow",
     "write_connection_file",
 ]
