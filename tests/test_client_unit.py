@@ -169,14 +169,21 @@ def test_get_timeout_raises_hpclaunch_timeout(wire):
     assert ar.wait(0.01) is False
 
 
-def test_one_failure_raises_it_and_several_raise_composite(wire):
+def test_single_failure_raises_it_multi_target_raises_composite(wire):
     err = {"ename": "ZeroDivisionError", "evalue": "division by zero", "traceback": "tb"}
-    ar = wire.submit(2)
-    wire.reply(ar.msg_ids[0], 1)
-    wire.reply(ar.msg_ids[1], status="error", metadata={"engine_id": 1}, **err)
+    ar = wire.submit(1, single=True)
+    wire.reply(ar.msg_ids[0], status="error", metadata={"engine_id": 1}, **err)
     with pytest.raises(error.RemoteError) as info:
         ar.get()
     assert info.value.ename == "ZeroDivisionError" and info.value.engine_id == 1
+
+    ar = wire.submit(2)       # one of two fails: ipyparallel's CompositeError, with just it
+    wire.reply(ar.msg_ids[0], 1)
+    wire.reply(ar.msg_ids[1], status="error", metadata={"engine_id": 1}, **err)
+    with pytest.raises(error.CompositeError) as info:
+        ar.get()
+    assert [e.ename for e in info.value.elist] == ["ZeroDivisionError"]
+    assert info.value.elist[0].engine_id == 1
     assert not ar.successful()
 
     ar = wire.submit(2)

@@ -285,8 +285,9 @@ def test_retries_after_kill_9_and_engine_error_without(start_cluster, tmp_path):
     # resubmitting a task pinned to the dead engine fails at once (the controller may answer
     # it before its resubmit_reply names the new msg_id: the client must still get it)
     redo = rc.resubmit(pinned[pid_to_id[killed]])
-    with pytest.raises(error.ImpossibleDependency):
+    with pytest.raises(error.CompositeError) as info:    # resubmit's result is multi-task
         redo.get(timeout=10)
+    assert [type(e) for e in info.value.elist] == [error.ImpossibleDependency]
 
     ar = lv.apply_async(_pid_file_then_sleep, str(tmp_path / "second"), 5.0)
     _kill_when_started(tmp_path / "second")

@@ -21,9 +21,10 @@ _MISSING = object()
 class AsyncResult(concurrent.futures.Future):
     """The pending result of tasks sent to engines.
 
-    ``get()`` returns one value for a single-target call and a list otherwise. One failed
-    task raises its own exception (RemoteError, EngineError, TaskAborted); several raise
-    a CompositeError listing each.
+    ``get()`` returns one value for a single-target call and a list otherwise. A failed
+    single-target call raises its own exception (RemoteError, EngineError, TaskAborted); a
+    multi-target call with any failure raises a CompositeError listing each, as
+    ipyparallel does, so ported ``except CompositeError`` blocks keep working.
     """
 
     def __init__(self, inbox, msg_ids, fname="unknown", targets=None, single=False, unwrap=None):
@@ -86,7 +87,7 @@ class AsyncResult(concurrent.futures.Future):
 
     def _resolve(self, results):
         errors = [r for r in results if isinstance(r, BaseException)]
-        if len(errors) == 1:
+        if errors and self._single:
             raise errors[0]
         if errors:
             raise error.CompositeError(
