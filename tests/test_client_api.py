@@ -223,16 +223,22 @@ def test_close_is_idempotent_and_context_managed(rc):
         other.direct_view().apply_async(lambda: 1)
 
 
-def test_dead_engine_fails_its_tasks_and_leaves_ids(start_cluster):
-    _, rc = start_cluster(n=2)
+@pytest.mark.parametrize("heartbeat, bound", [
+    ({}, 5.0),                                        # the tests' fast heartbeat
+    ({"hb_period": 2.0, "hb_liveness": 3}, 10.0),     # the controller's defaults
+], ids=["fast-heartbeat", "default-heartbeat"])
+def test_dead_engine_fails_its_tasks_and_leaves_ids(start_cluster, heartbeat, bound):
+    _, rc = start_cluster(n=2, **heartbeat)
     rc.wait_for_engines(2, timeout=30)
     victim = rc.ids[0]
     pid = rc.engines[victim]["pid"]
     ar = rc[victim].apply_async(_sleep_then, 30, None)
     time.sleep(0.3)
     os.kill(pid, signal.SIGKILL)
-    with pytest.raises(error.EngineError):
+    killed = time.monotonic()
+    with pytest.raises(error.EngineError, match="heartbeat"):
         ar.get(30)
+    assert time.monotonic() - killed < bound
     deadline = time.monotonic() + 30
     while victim in rc.ids and time.monotonic() < deadline:
         time.sleep(0.05)
