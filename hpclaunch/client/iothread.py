@@ -18,7 +18,7 @@ import time
 
 import zmq
 
-from ..protocol import make_curve_client, recv_frames
+from ..protocol import has_message, make_curve_client, recv_frames
 
 log = logging.getLogger("hpclaunch.client")
 
@@ -97,11 +97,8 @@ class IOThread(threading.Thread):
 
     def _drain(self, recv):
         on_frames = self._on_frames
-        while True:
-            try:
-                frames = recv_frames(recv, block=False)
-            except zmq.Again:
-                return
+        while has_message(recv):
+            frames = recv_frames(recv, block=False)
             try:
                 on_frames(frames)
             except Exception:

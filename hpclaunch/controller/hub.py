@@ -13,7 +13,7 @@ import time
 import zmq
 
 from ..error import ProtocolError, SignatureError
-from ..protocol import DELIM, HEARTBEAT, N_FIXED, json_frame, recv_frames, send_frames, split_idents
+from ..protocol import DELIM, HEARTBEAT, N_FIXED, has_message, json_frame, recv_frames, send_frames, split_idents
 from . import queries
 from .ratelimit import RateLimitedLog
 from .registry import EngineRegistry
@@ -74,10 +74,9 @@ class Hub:
 
     def _drain(self, limit=1000):
         for _ in range(limit):
-            try:
-                frames = recv_frames(self.socket, block=False)
-            except zmq.Again:
+            if not has_message(self.socket):
                 break
+            frames = recv_frames(self.socket, block=False)
             try:
                 self.handle(frames)
             except Exception:  # one bad message must never take the controller down

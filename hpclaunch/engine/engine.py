@@ -15,7 +15,7 @@ import uuid
 import zmq
 
 from ..error import ProtocolError
-from ..protocol import Session, make_curve_client, recv_frames, utcnow
+from ..protocol import Session, has_message, make_curve_client, recv_frames, utcnow
 from .capture import captured_output
 from .heart import Heart
 from .kernel import Kernel, error_content
@@ -176,11 +176,8 @@ class Engine:
     # -- reading --------------------------------------------------------------
     def _read_all(self):
         """Drain the main socket: queue work, serve control messages in arrival order."""
-        while True:
-            try:
-                frames = recv_frames(self.main, block=False)
-            except zmq.Again:
-                return
+        while has_message(self.main):
+            frames = recv_frames(self.main, block=False)
             msg = self._parse(frames)
             if msg is None:
                 continue

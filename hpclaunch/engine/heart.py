@@ -12,7 +12,7 @@ import uuid
 
 import zmq
 
-from ..protocol import make_curve_client
+from ..protocol import has_message, make_curve_client
 
 from .logs import logger
 
@@ -67,12 +67,10 @@ class Heart:
     def drain(self):
         """Consume every captured ping; returns how many arrived since last time."""
         count = 0
-        while True:
-            try:
-                self.pulses.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return count
+        while has_message(self.pulses):
+            self.pulses.recv_multipart(zmq.NOBLOCK)
             count += 1
+        return count
 
     def stop(self, timeout=2.0):
         """Stop the device and close every heart socket; False if the device did not stop

@@ -16,6 +16,8 @@ _MORE = int(zmq.SNDMORE)
 _RCVMORE = int(zmq.RCVMORE)
 _NOBLOCK = int(zmq.NOBLOCK)
 _Frame = zmq.Frame
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
 COPY_LIMIT = 65536
 
 
@@ -26,6 +28,12 @@ def send_frames(sock, frames):
     for i, f in enumerate(frames):
         copy = type(f) is not _Frame and len(f) < COPY_LIMIT
         _send(sock, f, _MORE if i < last else 0, copy)
+
+
+def has_message(sock):
+    """True if a whole message is waiting: cheaper than a non-blocking recv that raises
+    zmq.Again, which every drain loop would otherwise end with."""
+    return _get(sock, _EVENTS) & _POLLIN
 
 
 def recv_frames(sock, block=True):
