@@ -16,3 +16,7 @@ def sleep_then(seconds, value):
 
 def fail(message):
     raise RuntimeError(message)
+
+
+def square(x):
+    return x * x
