@@ -16,7 +16,7 @@ from hpclaunch.protocol import (DELIM, deserialize, json_frame, new_key, pack_ap
 from hpclaunch.engine import app
 from hpclaunch.engine.capture import TRUNCATION_NOTE, TaskStream, captured_output
 from hpclaunch.engine.kernel import Kernel, error_content
-from hpclaunch.engine.logs import RateLimitedLog
+from hpclaunch.protocol.ratelimit import RateLimitedLog
 from hpclaunch.engine.wire import reply_metadata, reply_type, unsigned_rejection
 
 

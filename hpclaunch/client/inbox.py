@@ -17,6 +17,7 @@ import time
 
 from .. import error
 from ..protocol import deserialize, split_idents
+from ..protocol.ratelimit import RateLimitedLog
 
 log = logging.getLogger("hpclaunch.client")
 
@@ -80,27 +81,6 @@ class HubRequest(concurrent.futures.Future):
             self.set_exception(error.wrap_exception(content))
 
 
-class _RateLimitedLog:
-    """At most one warning per kind per ``interval`` seconds, with a count of the rest."""
-
-    def __init__(self, interval=5.0):
-        self.interval = interval
-        self._last = {}
-        self._dropped = {}
-
-    def warning(self, kind, fmt, *args):
-        now = time.monotonic()
-        if now - self._last.get(kind, -self.interval) < self.interval:
-            self._dropped[kind] = self._dropped.get(kind, 0) + 1
-            return
-        self._last[kind] = now
-        dropped = self._dropped.pop(kind, 0)
-        if dropped:
-            fmt += " (%d similar messages suppressed)"
-            args += (dropped,)
-        log.warning(fmt, *args)
-
-
 class Inbox:
     """Verify, route and record everything the controller sends this client."""
 
@@ -120,7 +100,7 @@ class Inbox:
         self.connect_request = None  # the HubRequest of connect_request, until answered
         self.controller_shut_down = False
         self._follow_lock = threading.Lock()
-        self._log = _RateLimitedLog()
+        self._log = RateLimitedLog(log, interval=5.0)
         # controller-made task failures for msg_ids not (yet) registered: a resubmitted task
         # the scheduler fails at once is answered before resubmit_reply names its new msg_id
         self.orphans = collections.OrderedDict()
@@ -137,7 +117,7 @@ class Inbox:
             self._on_bad_signature(e)
             return
         except error.ProtocolError as e:
-            self._log.warning("malformed", "dropped a malformed message: %s", e)
+            self._log.warning("dropped a malformed message", str(e))
             return
         try:
             self.on_message(msg)
@@ -317,11 +297,11 @@ class Inbox:
         try:
             header, parent, content = (_parse_unsigned(signed[i]) for i in (1, 2, 4))
         except error.ProtocolError as e:
-            self._log.warning("malformed", "dropped a malformed unsigned message: %s", e)
+            self._log.warning("dropped a malformed unsigned message", str(e))
             return
         if header.get("msg_type") != "signature_error":
-            self._log.warning("unsigned", "dropped an unsigned %s message (only signature_error "
-                              "may be unsigned)", header.get("msg_type"))
+            self._log.warning("dropped an unsigned message (only signature_error may be unsigned)",
+                              str(header.get("msg_type")))
             return
         self._on_signature_error(parent, content)
 
@@ -338,7 +318,7 @@ class Inbox:
             return
         pending = self.pending.pop(msg_id, None) if msg_id else None
         if pending is None:
-            self._log.warning("sigerr", "the controller rejected a message's signature: %s", evalue)
+            self._log.warning("the controller rejected a message's signature", str(evalue))
             return
         exc = error.SignatureError(
             f"the controller rejected the signature of request {msg_id}: {evalue} (is "
@@ -357,7 +337,7 @@ class Inbox:
                 f"the controller's reply signature did not verify: the key in "
                 f"{self.connection_file} is probably wrong or stale ({exc})"))
             return
-        self._log.warning("badsig", "dropped a message whose signature did not verify: %s", exc)
+        self._log.warning("dropped a message whose signature did not verify", str(exc))
 
     # -- shutdown ---------------------------------------------------------------
     def fail_all(self, exc):

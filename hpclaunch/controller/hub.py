@@ -13,9 +13,9 @@ import time
 import zmq
 
 from ..error import ProtocolError, SignatureError
+from ..protocol.ratelimit import RateLimitedLog
 from ..protocol import DELIM, HEARTBEAT, N_FIXED, has_message, json_frame, recv_frames, send_frames, split_idents
 from . import queries
-from .ratelimit import RateLimitedLog
 from .registry import EngineRegistry
 from .replies import error, reply_type
 from .scheduler import TaskScheduler
@@ -91,11 +91,11 @@ class Hub:
         try:
             msg = self.session.unpack(frames, content=False, buffers=False)
         except SignatureError as e:
-            self.rejected.note("bad signature", ident, e)
+            self._reject("bad signature", ident, e)
             self._refuse_signature(ident, frames, e)
             return
         except ProtocolError as e:
-            self.rejected.note("malformed message", ident, e)
+            self._reject("malformed message", ident, e)
             return
         msg_type = msg.msg_type
         handler = self._handlers.get(msg_type)
@@ -108,7 +108,7 @@ class Hub:
         elif msg_type in IOPUB:
             self.to_client(msg.parent.get("session"), msg.frames)
         else:
-            self.rejected.note("unknown msg_type", ident, msg_type)
+            self._reject("unknown msg_type", ident, msg_type)
             self.reply(msg, "error_reply", error("ProtocolError", f"unknown msg_type {msg_type!r}"))
 
     # -- sending -----------------------------------------------------------------
@@ -127,6 +127,9 @@ class Hub:
     def notify(self, msg_type, content):
         for ident in set(self.clients.values()):
             self.session.send(self.socket, msg_type, content, ident=ident)
+
+    def _reject(self, reason, ident, detail):
+        self.rejected.warning(f"rejected a message ({reason})", f"from {bytes(ident)[:40]!r}: {detail}")
 
     def _refuse_signature(self, ident, frames, exc):
         """Tell the sender, unsigned and at most once a second, that its key is wrong."""
@@ -263,7 +266,7 @@ class Hub:
         eid = self._engine_by_ident.get(msg.idents[0])
         if eid is None:
             # a late answer from an engine already declared dead: its request was answered
-            self.rejected.note("reply from an unregistered engine", msg.idents[0], msg.msg_type)
+            self._reject("reply from an unregistered engine", msg.idents[0], msg.msg_type)
             return
         rec = self.engines.get(eid)
         parent_id = msg.parent.get("msg_id")

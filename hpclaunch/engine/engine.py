@@ -19,7 +19,8 @@ from ..protocol import Session, has_message, make_curve_client, recv_frames, utc
 from .capture import captured_output
 from .heart import Heart
 from .kernel import Kernel, error_content
-from .logs import RateLimitedLog, logger, set_engine_id
+from ..protocol.ratelimit import RateLimitedLog
+from .logs import logger, set_engine_id
 from .registration import RegistrationFailed, register, registration_content
 from .wire import CONTROL_REQUESTS, WORK_REQUESTS, reply_metadata, reply_type, unsigned_rejection
 
@@ -54,7 +55,7 @@ class Engine:
         self.kernel = Kernel(install_main=install_main)
         self.queue = collections.deque()
         self._abort_later = collections.OrderedDict()
-        self.bad = RateLimitedLog()
+        self.bad = RateLimitedLog(logger)
         self._iopub_lock = threading.Lock()
         self._stop_signal = None
         self._busy = False
