@@ -1,0 +1,40 @@
+"""``hpclaunch render``: print the job scripts and submit commands ``start`` would use."""
+
+import click
+
+from .options import profile_options, resolve_profile_dir
+
+
+@click.command()
+@click.option("-n", "n", type=int, required=True, metavar="N", help="Number of engines.")
+@profile_options
+@click.option("--log-level", default=None, help="Log level the engines would get.")
+@click.option("--engine-args", default="", metavar="ARGS",
+              help="Extra words for every engine command line (as for start).")
+def render(n, profile, profile_dir, log_level, engine_args):
+    """Print exactly the scripts and submit commands start would submit; submit nothing."""
+    import shlex
+
+    from ..launch import ClusterLauncher, LaunchError
+    from .profiles import existing_profile_dir
+
+    if n < 1:
+        raise click.BadParameter(f"a cluster needs at least 1 engine, not {n}",
+                                 param_hint="-n")
+    pdir = resolve_profile_dir(profile, profile_dir) if profile_dir or not profile \
+        else existing_profile_dir(profile)
+    try:
+        launcher = ClusterLauncher(pdir, log_level=log_level,
+                                   engine_args=shlex.split(engine_args))
+        if not launcher.submits_jobs:
+            raise LaunchError(f"profile at {pdir} has system = 'local': engines start as "
+                              "processes here and there is no job script to show; set "
+                              "system in its profile.toml (hpclaunch profile show)")
+        jobs = launcher.jobs.plan(n)
+    except LaunchError as e:
+        raise click.ClickException(str(e))
+    for job in jobs:
+        click.echo(f"# ---- {job.path} ({job.engines} engine{'s' if job.engines != 1 else ''}"
+                   f"{', array of ' + str(job.array_size) + ' tasks' if job.array_size else ''})")
+        click.echo(job.text, nl=False)
+        click.echo(f"# ---- submit with:\n{job.submit}\n")

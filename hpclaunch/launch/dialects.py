@@ -1,0 +1,77 @@
+"""PBS, Grid Engine and LSF job scripts: each system's commands and units, for rendering.
+
+These render and print the submit command (``hpclaunch render``); submitting,
+polling and cancelling them from ``hpclaunch start`` comes with their Scheduler
+classes, which will subclass these.
+"""
+
+import shlex
+
+from .scheduler import Dialect, register_dialect
+
+
+@register_dialect
+class PbsDialect(Dialect):
+    """PBS Pro (``qsub -J 1-N`` arrays, ``qstat -x -F json``)."""
+
+    name = "pbs"
+    template = "pbs.sh.j2"
+    submit_command = "qsub"
+    cancel_command = "qdel"
+    status_command = "qstat"
+    job_id_regex = r"^\s*(\S+)"
+    directive_prefix = "#PBS"
+    output_job_token = "pbs"
+    output_array_token = "^array_index^"
+
+    @staticmethod
+    def format_memory(nbytes):
+        return f"{max(1, -(-nbytes // (1 << 20)))}mb"
+
+
+@register_dialect
+class SgeDialect(Dialect):
+    """Son/Univa/Altair Grid Engine (``qsub -t 1-N``, ``-pe`` for CPUs, ``qstat -xml``)."""
+
+    name = "sge"
+    template = "sge.sh.j2"
+    submit_command = "qsub"
+    cancel_command = "qdel"
+    status_command = "qstat"
+    job_id_regex = r"Your job(?:-array)? (\d+)"
+    directive_prefix = "#$"
+    output_job_token = "$JOB_ID"
+    output_array_token = "$JOB_ID.$TASK_ID"
+
+    @classmethod
+    def submit_argv(cls, script_path):
+        return [cls.submit_command, "-terse", script_path]
+
+
+@register_dialect
+class LsfDialect(Dialect):
+    """IBM Spectrum LSF (``bsub < script``, ``-J name[1-N]`` arrays, ``bjobs -json``)."""
+
+    name = "lsf"
+    template = "lsf.sh.j2"
+    submit_command = "bsub"
+    cancel_command = "bkill"
+    status_command = "bjobs"
+    job_id_regex = r"Job <(\d+)>"
+    directive_prefix = "#BSUB"
+    output_job_token = "%J"
+    output_array_token = "%J_%I"
+
+    @classmethod
+    def submit_argv(cls, script_path):
+        # bsub reads #BSUB lines only from standard input.
+        return ["sh", "-c", f'{cls.submit_command} < "$1"', "bsub", script_path]
+
+    @classmethod
+    def submit_display(cls, script_path):
+        return f"{cls.submit_command} < {shlex.quote(script_path)}"
+
+    @staticmethod
+    def format_memory(nbytes):
+        """rusage[mem=...] with an explicit unit, so LSF_UNIT_FOR_LIMITS does not matter."""
+        return f"{max(1, -(-nbytes // (1 << 20)))}MB"
