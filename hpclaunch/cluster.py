@@ -10,6 +10,7 @@ import atexit
 import os
 import secrets
 import shutil
+import socket
 import time
 
 from .launch import (
@@ -94,6 +95,12 @@ class Cluster:
         return [r.pid for r in self._launcher.engine_records()]
 
     @property
+    def jobs(self):
+        """The batch jobs running this cluster's engines (JobRecords; none when local)."""
+        state = self._launcher.state
+        return list(state.jobs) if state else []
+
+    @property
     def controller_exit_code(self):
         """The controller's exit status once it ended (None while running, or if unknown)."""
         state = self._launcher.state
@@ -154,17 +161,18 @@ class Cluster:
             raise
         return rc
 
-    def wait_for_engines(self, rc, n=None, timeout=None, on_progress=None):
+    def wait_for_engines(self, rc, n=None, timeout=None, on_progress=None, on_jobs=None):
         """Block until ``n`` (default: every launched) engines registered with ``rc``.
 
         Fails with EnginesStartError, quoting the failing engines' logs, as soon as
         so many engines exited that ``n`` cannot be reached, or after ``timeout`` s.
         ``on_progress(engines, n)`` is called whenever the registered set changes,
-        with ``engines`` = {id: {"hostname", "pid", ...}}."""
-        n = n or len(self._launcher.engine_records())
+        with ``engines`` = {id: {"hostname", "pid", ...}}; ``on_jobs({job id: JobState})``
+        whenever a batch job's state changes (clusters whose engines run in jobs)."""
+        n = n or self._launcher.expected_engines()
         timeout = self.start_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
-        seen = None
+        seen = jobs_seen = None
         while True:
             engines = registered_engines(rc)
             if on_progress is not None and set(engines) != seen:
@@ -177,11 +185,36 @@ class Cluster:
                 raise ControllerStartError(
                     f"the controller (pid {record.pid}) exited while engines were starting; "
                     f"last lines of {record.log}:\n{tail(record.log)}")
+            if self._launcher.submits_jobs:
+                states = self._launcher.jobs.poll()
+                if on_jobs is not None and states != jobs_seen:
+                    jobs_seen = dict(states)
+                    on_jobs(states)
+                if len(engines) + self._launcher.jobs.engines_possible() < n \
+                        or time.monotonic() > deadline:
+                    raise self._jobs_failed(engines, n, timeout)
+                time.sleep(0.1)
+                continue
             pending = self._unregistered(engines)
             starting = len(pending) - len(self._launcher.dead_engines(pending))
             if len(engines) + starting < n or time.monotonic() > deadline:
                 raise self._engines_failed(engines, n, pending, timeout)
             time.sleep(0.05)
+
+    def _jobs_failed(self, engines, n, timeout):
+        jobs = self._launcher.jobs
+        states = jobs.poll(force=True)
+        ended = [j for j, state in states.items() if state.finished]
+        if ended:
+            why = f"job{'s' if len(ended) > 1 else ''} {', '.join(ended)} ended " \
+                  f"({', '.join(states[j].value for j in ended)}) before its engines registered"
+        else:
+            waiting = ", ".join(f"{j} {s.value}" for j, s in states.items())
+            why = f"timed out after {timeout:g} s with jobs {waiting}; raise --timeout if " \
+                  "the queue is slow"
+        return EnginesStartError(f"only {len(engines)} of {n} engines registered: {why}\n"
+                                 f"{jobs.describe_failure()}", registered=len(engines),
+                                 expected=n)
 
     def _unregistered(self, engines):
         pids = {info.get("pid") for info in engines.values()}
@@ -259,20 +292,25 @@ class Cluster:
         finally:
             _close_quietly(rc)
             self._clients.remove(rc)
+        states = self._launcher.jobs.poll(force=True) if state.jobs else {}
+        jobs = [{"job_id": j.job_id, "system": j.system, "state": states[j.job_id].value,
+                 "engines": j.engines} for j in state.jobs]
         rows = []
         for eid in sorted(engines):
             info, q = engines[eid], queues.get(eid, {})
             waiting = q.get("queue", 0) + q.get("tasks", 0)
+            job_id = _job_of(info, state.jobs)
             rows.append({"id": eid, "host": info.get("hostname", "?"), "pid": info.get("pid"),
                          "state": f"busy ({waiting} queued)" if waiting else "idle",
-                         "completed": q.get("completed", 0)})
+                         "completed": q.get("completed", 0), "job": job_id,
+                         "job_state": states[job_id].value if job_id in states else None})
         for record in self._unregistered(engines):
             rows.append({"id": None, "host": "localhost", "pid": record.pid, "completed": 0,
                          "state": "starting" if self._launcher.system.is_running(record)
                          else "exited"})
         return {"profile_dir": self.profile_dir, "url": state.url, "started": state.started,
-                "controller_pid": state.controller.pid, "launched": len(state.engines),
-                "unassigned": queues.get("unassigned", 0), "engines": rows}
+                "controller_pid": state.controller.pid, "launched": state.n,
+                "unassigned": queues.get("unassigned", 0), "engines": rows, "jobs": jobs}
 
     # -- context manager and asyncio ------------------------------------------
     def __enter__(self):
@@ -313,6 +351,22 @@ def registered_engines(rc):
     """{engine id: {"hostname", "pid", "uuid"}} as the client knows them."""
     engines = rc.engines
     return {eid: dict(engines.get(eid, {})) for eid in rc.ids}
+
+
+def _job_of(info, jobs):
+    """The batch job an engine runs in: the only job, or (same host) its SLURM_JOB_ID."""
+    if len(jobs) == 1:
+        return jobs[0].job_id
+    if not jobs or info.get("hostname") != socket.gethostname():
+        return None
+    import psutil
+
+    try:
+        environ = psutil.Process(info.get("pid")).environ()
+    except (psutil.Error, TypeError, ValueError):
+        return None
+    job_id = environ.get("SLURM_ARRAY_JOB_ID") or environ.get("SLURM_JOB_ID")
+    return job_id if any(j.job_id == job_id for j in jobs) else None
 
 
 def _close_quietly(rc):

@@ -9,6 +9,8 @@ import click
 from .._version import __version__
 from .manage import status, stop
 from .passthrough import controller, engine
+from .profiles import profile
+from .render import render
 from .start import start
 
 
@@ -24,7 +26,7 @@ def main():
     """
 
 
-for _command in (start, stop, status, controller, engine):
+for _command in (start, stop, status, profile, render, controller, engine):
     main.add_command(_command)
 
 __all__ = ["main"]

@@ -25,13 +25,19 @@ def stop(profile, profile_dir):
 
     cluster = _attach(profile, profile_dir)
     label, _ = describe_profile(cluster.profile_dir)
-    pid, engines = cluster.controller_pid, len(cluster.engine_pids)
+    pid, engines, jobs = cluster.controller_pid, len(cluster.engine_pids), cluster.jobs
     try:
         cluster.stop_cluster_sync()
     except LaunchError as e:
         raise click.ClickException(str(e))
+    if jobs:
+        engines = sum(j.engines for j in jobs)
+        where = f" in {jobs[0].system} job{'s' if len(jobs) > 1 else ''} " \
+                f"{', '.join(j.job_id for j in jobs)} (none left in the queue)"
+    else:
+        where = ""
     click.echo(f"stopped the cluster of {label}: controller pid {pid} and {engines} "
-               f"engine{'' if engines == 1 else 's'}")
+               f"engine{'' if engines == 1 else 's'}{where}")
 
 
 @click.command()
@@ -55,9 +61,16 @@ def format_status(info):
              f"profile dir: {info['profile_dir']}",
              f"engines: {sum(r['id'] is not None for r in info['engines'])} registered "
              f"of {info['launched']} launched; {info['unassigned']} tasks unassigned", ""]
-    header = ("ENGINE", "HOST", "PID", "STATE", "TASKS DONE")
+    jobs = info.get("jobs") or []
+    for job in jobs:
+        lines.insert(-1, f"{job['system']} job {job['job_id']}: {job['state']} "
+                         f"({job['engines']} engines)")
+    header = ("ENGINE", "HOST", "PID", "STATE", "TASKS DONE") + (("JOB", "JOB STATE")
+                                                                   if jobs else ())
     rows = [(str(r["id"]) if r["id"] is not None else "-", r["host"], str(r["pid"]),
-             r["state"], str(r["completed"])) for r in info["engines"]]
+             r["state"], str(r["completed"]))
+            + ((r.get("job") or "-", r.get("job_state") or "-") if jobs else ())
+            for r in info["engines"]]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())

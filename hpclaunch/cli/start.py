@@ -26,12 +26,14 @@ def _raise_terminated(_signum, _frame):
 
 @click.command()
 @click.option("-n", "n", type=int, default=None, callback=_at_least_one, metavar="N",
-              help="Number of engines (default: the number of CPUs).")
+              help="Number of engines (default: the profile's nodes x engines_per_node, "
+                   "else the number of CPUs here).")
 @profile_options
 @click.option("--daemonize", is_flag=True,
               help="Return once every engine is up and leave the cluster running.")
-@click.option("--ip", default="127.0.0.1", show_default=True,
-              help="Address the controller listens on.")
+@click.option("--ip", default=None,
+              help="Address the controller listens on (default: the profile's controller_ip, "
+                   "else 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Controller port (default: a free one).")
 @click.option("--timeout", type=float, default=60.0, show_default=True,
               help="Seconds for the controller and all engines to come up.")
@@ -46,19 +48,28 @@ def _raise_terminated(_signum, _frame):
               help="Extra words for every engine command line, e.g. '--timeout 30'.")
 def start(n, profile, profile_dir, daemonize, ip, port, timeout, hb_period, hb_liveness,
           log_level, controller_args, engine_args):
-    """Start a controller and N engines on this machine.
+    """Start a controller here and N engines (here, or as batch jobs per the profile).
 
-    Logs go to PROFILE_DIR/logs. Without --daemonize the cluster runs until
-    Ctrl-C (or SIGTERM), then stops; with it, stop it later with hpclaunch stop.
+    A profile whose profile.toml says system = 'slurm' (see hpclaunch profile)
+    submits the engines as jobs and shows each job's state; the controller stays
+    on this machine. Logs go to PROFILE_DIR/logs. Without --daemonize the cluster
+    runs until Ctrl-C (or SIGTERM), then stops; with it, stop it later with
+    hpclaunch stop.
     """
     from ..cluster import Cluster
     from ..error import HpclaunchError
-    from ..launch import describe_profile, tail
-    from .progress import RegistrationProgress
+    from ..launch import describe_profile, load_profile, tail
+    from .progress import JobProgress, RegistrationProgress
 
     pdir = resolve_profile_dir(profile, profile_dir)
     label, option = describe_profile(pdir)
-    cluster = Cluster(n=n or os.cpu_count() or 1, profile_dir=pdir, log_level=log_level,
+    try:
+        settings = load_profile(pdir)
+    except HpclaunchError as e:
+        raise click.ClickException(str(e))
+    ip = ip or settings.controller_ip or "127.0.0.1"
+    whole_nodes = (settings.nodes or 0) * (settings.engines_per_node or 0)
+    cluster = Cluster(n=n or whole_nodes or os.cpu_count() or 1, profile_dir=pdir, log_level=log_level,
                       controller_ip=ip, controller_port=port, hb_period=hb_period,
                       hb_liveness=hb_liveness, start_timeout=timeout,
                       controller_args=shlex.split(controller_args),
@@ -66,14 +77,20 @@ def start(n, profile, profile_dir, daemonize, ip, port, timeout, hb_period, hb_l
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_terminated)
     progress = RegistrationProgress()
+    job_progress = JobProgress()
     up = False
     try:
         cluster.start_controller_sync()
         click.echo(f"controller pid {cluster.controller_pid} listening at {cluster.url} "
                    f"({label})")
+        if settings.system != "local" and ip.startswith("127."):
+            click.echo(f"note: engines in {settings.system} jobs reach the controller only if "
+                       f"they run on this machine; for compute nodes set controller_ip in "
+                       f"{pdir}/profile.toml (or pass --ip)")
         cluster.start_engines_sync()
+        job_progress.submitted(cluster.jobs)
         rc = cluster.connect_client_sync()
-        cluster.wait_for_engines(rc, on_progress=progress)
+        cluster.wait_for_engines(rc, on_progress=progress, on_jobs=job_progress)
         progress.done()
         rc.close()
         up = True

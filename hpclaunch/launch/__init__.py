@@ -5,6 +5,7 @@ DESIGN.md). ``LocalSystem`` is the batch system for this machine; cluster
 systems register beside it with ``register`` and are found by name on reattach.
 """
 
+from . import dialects, slurm  # noqa: F401 - registers the job-script dialects by name
 from .base import BatchSystem, get_system, register
 from .errors import (
     ClusterAlreadyRunning,
@@ -15,13 +16,18 @@ from .errors import (
     describe_profile,
 )
 from .launcher import ClusterLauncher
+from .jobs import JobRecord, JobState
 from .local import LocalSystem
+from .profile import Profile, ProfileError, load_profile, profile_file
+from .render import TemplateError, plan_jobs
+from .scheduler import SchedulerError
 from .processes import ProcessRecord, tail, terminate
 from .state import ClusterState, state_file
 
 __all__ = [
     "BatchSystem", "ClusterAlreadyRunning", "ClusterLauncher", "ClusterNotRunning",
-    "ClusterState", "ControllerStartError", "EnginesStartError", "LaunchError", "LocalSystem",
-    "ProcessRecord", "describe_profile", "get_system", "register", "state_file", "tail",
-    "terminate",
+    "ClusterState", "ControllerStartError", "EnginesStartError", "JobRecord", "JobState",
+    "LaunchError", "LocalSystem", "ProcessRecord", "Profile", "ProfileError", "SchedulerError",
+    "TemplateError", "describe_profile", "get_system", "load_profile", "plan_jobs",
+    "profile_file", "register", "state_file", "tail", "terminate",
 ]

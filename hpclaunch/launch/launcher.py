@@ -24,7 +24,9 @@ from .errors import (
     LaunchError,
     describe_profile,
 )
+from .jobengines import JobEngines
 from .local import LocalSystem
+from .profile import load_profile
 from .processes import tail, wait_for_exit
 from .state import ClusterState
 
@@ -62,8 +64,12 @@ class ClusterLauncher:
 
     def __init__(self, profile_dir, system=None, python=None, log_level=None, ip=None,
                  port=None, hb_period=None, hb_liveness=None, engine_timeout=None,
-                 controller_args=(), engine_args=(), env=None):
+                 controller_args=(), engine_args=(), env=None, profile=None):
         self.profile_dir = os.path.abspath(profile_dir)
+        #: Launch settings (profile.toml): engines go to ``profile.system``'s batch jobs
+        #: unless it is 'local'; the controller always runs here (the login node).
+        self.profile = profile if profile is not None else load_profile(self.profile_dir)
+        self.jobs = JobEngines(self)
         self.system = system or LocalSystem()
         self.python = python or sys.executable
         self.log_level = level_name(log_level)
@@ -85,7 +91,8 @@ class ClusterLauncher:
         state = ClusterState.load(profile_dir)
         if state is None:
             raise ClusterNotRunning(profile_dir)
-        launcher = cls(profile_dir, system=get_system(state.batch_system))
+        launcher = cls(profile_dir, system=get_system(state.batch_system),
+                       profile=_profile_or_default(profile_dir))
         launcher.state = state
         if not state.controller_alive():
             launcher.clean_stale()
@@ -110,6 +117,12 @@ class ClusterLauncher:
         """Remove what a dead cluster left: processes still alive, state, connection files."""
         state = self.state or ClusterState.load(self.profile_dir)
         if state is not None:
+            if state.jobs:  # a crashed start's jobs would otherwise wait in the queue
+                current, self.state = self.state, state
+                try:
+                    self.jobs.cancel()
+                finally:
+                    self.state = current
             leftovers = self.system.stop(state.all_records(), grace=3.0)
             if leftovers:
                 log.warning("could not end stale processes %s", [p.pid for p in leftovers])
@@ -182,13 +195,10 @@ class ClusterLauncher:
             raise ValueError(f"the number of engines must be at least 1, not {n}")
         if self.state is None or not self.state.controller_alive():
             raise ClusterNotRunning(self.profile_dir, " (start the controller first)")
-        argv = [self.python, "-m", "hpclaunch.engine", "--file",
-                paths.engine_file(self.profile_dir)]
-        if self.engine_timeout is not None:
-            argv += ["--timeout", str(self.engine_timeout)]
-        if self.log_level is not None:
-            argv += ["--log-level", str(self.log_level)]
-        argv += self.engine_args
+        if self.submits_jobs:
+            self.jobs.submit(n)
+            return []
+        argv = self.engine_argv()
         first = _next_engine_index(self.state.engines)
         started = []
         for k in range(first, first + n):
@@ -198,6 +208,25 @@ class ClusterLauncher:
             self.state.n = len(self.state.engines)
             self.state.save()
         return started
+
+    @property
+    def submits_jobs(self):
+        """Whether engines start as batch jobs (any system but 'local')."""
+        return self.profile.system != "local"
+
+    def engine_argv(self):
+        """The command line of one engine (locally, or inside a batch job)."""
+        python = self.profile.python if self.submits_jobs and self.profile.python else self.python
+        argv = [python, "-m", "hpclaunch.engine", "--file", paths.engine_file(self.profile_dir)]
+        if self.engine_timeout is not None:
+            argv += ["--timeout", str(self.engine_timeout)]
+        if self.log_level is not None:
+            argv += ["--log-level", str(self.log_level)]
+        return argv + self.engine_args
+
+    def expected_engines(self):
+        """How many engines were launched (as processes or inside jobs)."""
+        return self.state.n if self.state else 0
 
     # -- watching ------------------------------------------------------------
     def engine_records(self):
@@ -218,9 +247,15 @@ class ClusterLauncher:
         if self.state is None:
             return
         leftovers = self.system.stop(self.state.engines, grace=grace)
+        unfinished = self.jobs.cancel() if self.state.jobs else []
         self.state.engines = []
+        self.state.jobs = unfinished
         self.state.n = 0
         self.state.save()
+        if unfinished:
+            raise LaunchError(f"batch jobs {' '.join(j.job_id for j in unfinished)} were "
+                              "cancelled but are still in the queue; check them with the "
+                              "scheduler")
         if leftovers:
             raise LaunchError(f"engine processes {sorted(p.pid for p in leftovers)} "
                               "survived SIGKILL; end them by hand")
@@ -240,6 +275,7 @@ class ClusterLauncher:
             # moment later missed the word and get SIGTERM, which they handle cleanly.
             wait_for_exit([state.controller], graceful_wait)
             wait_for_exit(state.engines, ENGINE_GRACE)
+        unfinished = self.jobs.cancel() if state.jobs else []
         leftovers = self.system.stop(records, grace=grace)
         still = [r.pid for r in records if r.is_alive()]
         state.remove()
@@ -248,6 +284,11 @@ class ClusterLauncher:
         if leftovers or still:
             pids = sorted({p.pid for p in leftovers} | set(still))
             raise LaunchError(f"processes {pids} survived SIGKILL; end them by hand")
+        if unfinished:
+            ids = " ".join(j.job_id for j in unfinished)
+            raise LaunchError(f"batch jobs {ids} were cancelled but are still in the queue "
+                              f"({', '.join(j.state for j in unfinished)}); check them with "
+                              f"the scheduler (e.g. squeue -j {ids.replace(' ', ',')})")
 
     def _remove_connection_files(self, controller_pid=None):
         """Remove connection files unless a different, live controller wrote them."""
@@ -276,6 +317,17 @@ def _start_lock(pdir):
                 f"another hpclaunch start is starting the cluster of {describe_profile(pdir)[0]} "
                 "right now; wait for it, then use hpclaunch status") from None
         yield
+
+
+def _profile_or_default(pdir):
+    """The profile of a running cluster; a profile.toml broken since start must not block stop."""
+    from .profile import Profile, ProfileError
+
+    try:
+        return load_profile(pdir)
+    except ProfileError as e:
+        log.warning("%s; stopping with default settings", e)
+        return Profile()
 
 
 def _next_engine_index(records):

@@ -11,6 +11,7 @@ import os
 import tempfile
 import time
 
+from .jobs import JobRecord
 from .processes import ProcessRecord
 
 STATE_FILE = "cluster.json"
@@ -25,11 +26,13 @@ class ClusterState:
     """What one launch of a profile's cluster consists of."""
 
     def __init__(self, profile_dir, batch_system="local", controller=None, engines=(),
-                 url=None, n=0, started=None, launcher_pid=None):
+                 url=None, n=0, started=None, launcher_pid=None, jobs=()):
         self.profile_dir = os.path.abspath(profile_dir)
         self.batch_system = batch_system
         self.controller = controller
         self.engines = list(engines)
+        #: Batch jobs running engines (JobRecords); empty for a local cluster.
+        self.jobs = list(jobs)
         self.url = url
         self.n = n
         self.started = started if started is not None else time.time()
@@ -46,6 +49,7 @@ class ClusterState:
             "batch_system": self.batch_system,
             "controller": self.controller.to_dict() if self.controller else None,
             "engines": [e.to_dict() for e in self.engines],
+            "jobs": [j.to_dict() for j in self.jobs],
             "url": self.url,
             "n": self.n,
             "started": self.started,
@@ -64,6 +68,7 @@ class ClusterState:
             n=data.get("n", 0),
             started=data.get("started"),
             launcher_pid=data.get("launcher_pid"),
+            jobs=[JobRecord.from_dict(j) for j in data.get("jobs", [])],
         )
 
     def save(self):

@@ -1,0 +1,152 @@
+"""hpclaunch on a real Slurm (slurmctld + slurmd on this machine, installed by the project).
+
+The session fixture runs scripts/slurm-setup.sh (apt-get slurm-wlm + munge, a one-node
+cluster that advertises 64 CPUs), so these tests need root and apt; they skip with the
+reason otherwise. Run only them with ``-m slurm``; leave them out with ``-m "not slurm"``.
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import processes_under
+from hpclaunch.launch import load_profile, profile_file, state_file
+from hpclaunch.protocol import paths
+
+pytestmark = pytest.mark.slurm
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SETUP = os.path.join(ROOT, "scripts", "slurm-setup.sh")
+ACTIVE = "PD,R,CG,CF,S"
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """A running single-node Slurm, started by the project's own setup script."""
+    if os.geteuid() != 0:
+        pytest.skip("the Slurm tests install and start Slurm with apt-get, which needs root")
+    if shutil.which("sbatch") is None and shutil.which("apt-get") is None:
+        pytest.skip("no sbatch and no apt-get to install Slurm with (Debian/Ubuntu only)")
+    result = subprocess.run(["bash", SETUP], capture_output=True, text=True, timeout=300)
+    if result.returncode != 0:
+        pytest.fail(f"{SETUP} failed (status {result.returncode}):\n{result.stderr[-3000:]}")
+    return True
+
+
+def hpclaunch(*args, timeout=180, env=None):
+    return subprocess.run([sys.executable, "-m", "hpclaunch", *args], capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=env)
+
+
+def make_profile(name, **fields):
+    result = hpclaunch("profile", "create", name, "--system", "slurm", "--force")
+    assert result.returncode == 0, result.stderr
+    pdir = paths.profile_dir(name)
+    profile = dataclasses.replace(load_profile(pdir), **fields)
+    profile.save(profile_file(pdir))
+    return pdir
+
+
+def job_ids(pdir):
+    with open(state_file(pdir)) as f:
+        return [j["job_id"] for j in json.load(f)["jobs"]]
+
+
+def queued(ids):
+    """Which of ``ids`` squeue still shows as pending or running."""
+    out = subprocess.run(["squeue", "--noheader", f"--states={ACTIVE}", f"--jobs={','.join(ids)}",
+                          "--format=%F"], capture_output=True, text=True).stdout
+    return sorted(set(out.split()) & set(ids))
+
+
+def assert_nothing_left(pdir, ids):
+    assert queued(ids) == [], f"jobs {ids} still in squeue after stop"
+    deadline = time.monotonic() + 10
+    while processes_under(pdir) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert processes_under(pdir) == [], "engine or controller processes survived stop"
+
+
+def run_map(name, n):
+    import hpclaunch as hl
+
+    rc = hl.Client(profile=name, timeout=30)
+    try:
+        assert len(rc.ids) == n
+        squares = rc[:].map_sync(lambda x: x * x, range(4 * n))
+        assert squares == [x * x for x in range(4 * n)]
+        jobs = set(rc[:].apply_sync(lambda: __import__("os").environ.get("SLURM_JOB_ID")))
+        return jobs
+    finally:
+        rc.close()
+
+
+@pytest.mark.parametrize("shape", ["one-job", "array", "jobs:2"])
+def test_start_map_stop(slurm, shape):
+    name = f"slurm-{shape.replace(':', '')}"
+    pdir = make_profile(name, job_shape=shape)
+    began = time.monotonic()
+    started = hpclaunch("start", "--profile", name, "-n", "8", "--daemonize")
+    elapsed = time.monotonic() - began
+    assert started.returncode == 0, started.stdout + started.stderr
+    out = started.stdout
+    assert "submitted slurm job" in out and "cluster of 8 engines is up" in out
+    assert "job " in out and "running" in out and "(8/8)" in out
+    ids = job_ids(pdir)
+    assert len(ids) == (2 if shape == "jobs:2" else 1)
+    print(f"\nslurm {shape}: start -> 8 engines registered in {elapsed:.1f} s (jobs {ids})")
+    try:
+        in_jobs = run_map(name, 8)
+        if shape == "one-job":
+            assert in_jobs == {ids[0]}, "every engine runs inside the one job (srun fan-out)"
+        elif shape == "array":
+            assert len(in_jobs) == 8, "each array task is its own Slurm job with one engine"
+        else:
+            assert in_jobs == set(ids), "four engines in each of the two jobs"
+        status = hpclaunch("status", "--profile", name)
+        assert status.returncode == 0, status.stderr
+        for job_id in ids:
+            assert f"slurm job {job_id}: RUNNING ({8 // len(ids)} engines)" in status.stdout
+        assert "JOB STATE" in status.stdout
+    finally:
+        stopped = hpclaunch("stop", "--profile", name)
+    assert stopped.returncode == 0, stopped.stderr
+    assert f"in slurm job{'s' if len(ids) > 1 else ''} {', '.join(ids)}" in stopped.stdout
+    assert_nothing_left(pdir, ids)
+
+
+def test_job_dying_before_registration_quotes_its_output(slurm):
+    name = "slurm-broken"
+    pdir = make_profile(name, env_setup=["echo 'module python/9.9 not found' >&2", "exit 3"])
+    result = hpclaunch("start", "--profile", name, "-n", "2", "--daemonize", "--timeout", "60")
+    assert result.returncode == 1
+    assert "only 0 of 2 engines registered" in result.stderr
+    assert "FAILED" in result.stderr and "module python/9.9 not found" in result.stderr
+    assert not os.path.exists(state_file(pdir))
+    assert processes_under(pdir) == []
+
+
+def test_rejected_submission_quotes_sbatch(slurm):
+    name = "slurm-rejected"
+    pdir = make_profile(name, queue="no-such-partition")
+    result = hpclaunch("start", "--profile", name, "-n", "2", "--daemonize")
+    assert result.returncode == 1
+    assert "slurm rejected `sbatch --parsable" in result.stderr
+    assert "invalid partition" in result.stderr.lower()
+    assert processes_under(pdir) == []
+
+
+def test_missing_sbatch_names_it_and_the_system(slurm):
+    name = "slurm-no-path"
+    pdir = make_profile(name)
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable))
+    result = hpclaunch("start", "--profile", name, "-n", "2", "--daemonize", env=env)
+    assert result.returncode == 1
+    assert "sbatch is not on PATH, so the slurm batch system cannot be used" in result.stderr
+    assert processes_under(pdir) == []
