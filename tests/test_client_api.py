@@ -177,6 +177,7 @@ def test_get_result_from_another_client(rc):
         done.get(30)
         assert other.get_result(done.msg_ids[0]).get(30) == "done"
         running = rc[rc.ids[0]].apply_async(_sleep_then, 0.5, "later")
+        rc.queue_status()   # same socket as the request: the hub has recorded it now
         fetched = other.get_result(running.msg_ids[0])
         assert fetched.get(30) == "later" and fetched.metadata["engine_id"] == rc.ids[0]
         with pytest.raises(error.RemoteError, match="KeyError"):
