@@ -299,6 +299,7 @@ def test_retries_after_kill_9_and_engine_error_without(start_cluster, tmp_path):
 def test_get_result_of_balanced_task_from_another_client(rc):
     lv = rc.load_balanced_view()
     ar = lv.apply_async(sleep_then, 0.5, "shared")
+    rc.queue_status()   # same socket as the request: the hub has recorded it now
     with hl.Client(url_file=rc.connection_file) as other:
         theirs = other.get_result(ar.msg_ids[0])
         assert theirs.get(timeout=30) == "shared"
