@@ -123,3 +123,8 @@ def wrap_exception(content, engine_info=None):
 
 _SCHEDULER_ERRORS = {cls.__name__: cls for cls in
                      (ImpossibleDependency, DependencyTimeout, TaskTimeout)}
+
+
+class TunnelError(HpclaunchError):
+    """An SSH tunnel to the controller could not be opened, or dropped (names the SSH server
+    and the backend; the controller keeps results, so a new Client can fetch them)."""

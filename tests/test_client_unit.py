@@ -401,4 +401,4 @@ def test_profile_dir_is_found_and_permissions_are_checked(tmp_path):
 
 def test_unknown_keywords_are_refused(tmp_path):
     with pytest.raises(TypeError):
-        hl.Client(sshserver="login1")
+        hl.Client(no_such_keyword="login1")

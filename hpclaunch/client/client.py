@@ -6,6 +6,7 @@ recorded by the Inbox, so ``ids``, ``results`` and futures stay current without 
 """
 
 import concurrent.futures
+import socket
 import threading
 import time
 
@@ -27,12 +28,24 @@ class Client(TaskRecords):
 
     ``timeout``: seconds to wait for the controller to answer, at connect time and for
     each hub query (queue_status, purge_results, hub_history, shutdown).
+
+    ``sshserver='user@host[:port]'`` (default: the connection file's ``ssh`` field) opens
+    one SSH tunnel to the controller's port and connects through it; ``sshkey`` is a
+    private key file (default: the file's ``sshkey``, then ssh's own choice);
+    ``paramiko`` None uses OpenSSH if ``ssh`` is on PATH, else paramiko; True/False forces.
     """
 
-    def __init__(self, url_file=None, profile=None, profile_dir=None, timeout=10):
+    def __init__(self, url_file=None, profile=None, profile_dir=None, timeout=10,
+                 sshserver=None, sshkey=None, paramiko=None):
         path = url_file or paths.client_file(paths.profile_dir(profile, profile_dir))
         info = read_connection_file(path)
-        self.url = info["url"]
+        self.controller_url = info["url"]
+        self._tunnel = self._tunnel_error = None
+        self._closed = True  # until the sockets exist, close() only ends the tunnel
+        sshserver = sshserver or info.get("ssh")
+        if sshserver:
+            self._open_tunnel(sshserver, sshkey or info.get("sshkey"), paramiko, timeout)
+        self.url = self._tunnel.url if self._tunnel else self.controller_url
         self.connection_file = path
         self.timeout = timeout
         self.session = Session(info["key"])
@@ -43,13 +56,19 @@ class Client(TaskRecords):
         self._closed = False
         self._context = zmq.Context()
         curve = info.get("curve")
-        self._send_socket = dealer(self._context, self.url, curve)
         self._result_poll = None
-        self._io = IOThread(self._context, self.url, on_start=self._send_connect,
-                            on_frames=self._inbox.on_frames, on_tick=self._poll_hub,
-                            wants_tick=lambda: bool(self._inbox.hub_watch),
-                            send_socket=self._send_socket, send_lock=self._send_lock,
-                            curve=curve)
+        try:
+            self._send_socket = dealer(self._context, self.url, curve)
+            self._io = IOThread(self._context, self.url, on_start=self._send_connect,
+                                on_frames=self._inbox.on_frames, on_tick=self._poll_hub,
+                                wants_tick=lambda: bool(self._inbox.hub_watch),
+                                send_socket=self._send_socket, send_lock=self._send_lock,
+                                curve=curve)
+        except BaseException:  # e.g. malformed Curve keys: leave no ssh process behind
+            self._closed = True
+            self.close()
+            self._context.destroy(linger=0)
+            raise
         self._connect = HubRequest("connect_request", on_ok=self._on_connect_reply)
         self._inbox.connect_request = self._connect
         self._io.start()
@@ -58,8 +77,9 @@ class Client(TaskRecords):
         except concurrent.futures.TimeoutError:
             self.close()
             raise error.TimeoutError(
-                f"no controller answered at {self.url} within {timeout} s: is the cluster "
-                f"running (hpclaunch status)? is this the right connection file ({path})?"
+                f"no controller answered at {self.controller_url}{self._via()} within "
+                f"{timeout} s: is the cluster running (hpclaunch status)? is this the right "
+                f"connection file ({path})?" + self._reachability_hint()
                 + (" The controller encrypts with CurveZMQ: keys from another cluster's "
                    "connection file cannot connect." if curve else "")
             ) from None
@@ -81,9 +101,48 @@ class Client(TaskRecords):
     def _on_connect_reply(self, msg):
         self._inbox.set_engines(msg.content.get("engines") or {})
 
+    def _open_tunnel(self, sshserver, sshkey, paramiko, timeout):
+        """One SSH tunnel to the controller's one port; both sockets connect through it."""
+        from ..tunnel import open_tunnel  # paramiko is imported only if that backend is used
+
+        self._tunnel = open_tunnel(self.controller_url, sshserver, sshkey=sshkey,
+                                   paramiko=paramiko, timeout=max(float(timeout), 20.0))
+        self._tunnel.on_drop(self._on_tunnel_drop)
+
+    def _reachability_hint(self):
+        """Why a direct connection failed, when the OS can say (e.g. no route to a host
+        behind a login node): one quick TCP connect to the controller's port."""
+        if self._tunnel is not None:
+            return ""
+        from ..tunnel import split_tcp_url
+
+        try:
+            host, port = split_tcp_url(self.controller_url)
+            socket.create_connection((host, port), timeout=2).close()
+        except error.TunnelError:
+            return ""
+        except OSError as e:
+            return (f" A TCP connection to {self.controller_url} fails ({e.strerror or e}): "
+                    f"if the controller is behind a login node, pass sshserver='user@login'.")
+        return ""
+
+    def _via(self):
+        tunnel = self._tunnel
+        return f" (through SSH {tunnel.server}, {tunnel.backend} backend)" if tunnel else ""
+
+    def _on_tunnel_drop(self, exc):
+        """Watcher thread: nothing can arrive any more, so every waiter gets the reason now
+        instead of hanging; the hub keeps the results for a new Client."""
+        self._tunnel_error = exc
+        if not self._closed:
+            self._inbox.fail_all(exc)
+
     def close(self):
-        """Stop the I/O thread, close the sockets (linger 0) and fail what is still pending."""
+        """Stop the I/O thread, close the sockets (linger 0), fail what is still pending
+        and end the SSH tunnel, if any (its ssh process or thread does not outlive us)."""
         if self._closed:
+            if self._tunnel is not None:
+                self._tunnel.close()
             return
         self._closed = True
         stopped = self._io.stop()
@@ -93,6 +152,8 @@ class Client(TaskRecords):
             "the Client was closed before this request got a reply"))
         if stopped:
             self._context.term()
+        if self._tunnel is not None:
+            self._tunnel.close()
 
     def __enter__(self):
         return self
@@ -102,7 +163,7 @@ class Client(TaskRecords):
 
     def __repr__(self):
         state = "closed" if self._closed else f"{len(self.ids)} engines"
-        return f"<hpclaunch.Client {self.url}: {state}>"
+        return f"<hpclaunch.Client {self.controller_url}{self._via()}: {state}>"
 
     # -- the books ------------------------------------------------------------------
     @property
@@ -192,6 +253,8 @@ class Client(TaskRecords):
     def _check_open(self):
         if self._closed:
             raise error.HpclaunchError("this Client is closed; create a new one")
+        if self._tunnel_error is not None:
+            raise error.TunnelError(str(self._tunnel_error))
 
     def _submit(self, msg_type, content, jobs, fname, ar_class=AsyncResult, balanced=None,
                 **ar_kwargs):
