@@ -33,7 +33,27 @@ def build_parser():
                         help="logging level on stderr (default: INFO)")
     parser.add_argument("--requested-id", type=_non_negative_int, metavar="N",
                         help="ask the controller for this engine id (it may refuse)")
+    ssh = parser.add_argument_group(
+        "SSH tunnel (for engines that cannot reach the controller directly)")
+    ssh.add_argument("--engine-ssh", metavar="USER@HOST[:PORT]",
+                     help="connect through one SSH tunnel via this server")
+    ssh.add_argument("--engine-ssh-key", metavar="FILE", help="private key file for --engine-ssh")
+    ssh.add_argument("--engine-ssh-backend", choices=("auto", "openssh", "paramiko"),
+                     default="auto", help="auto: OpenSSH if ssh is on PATH, else paramiko")
     return parser
+
+
+def open_engine_tunnel(args, url):
+    """One SSH tunnel for ``--engine-ssh``; imported only then, so engines stay light."""
+    from ..tunnel import open_tunnel
+
+    paramiko = {"auto": None, "openssh": False, "paramiko": True}[args.engine_ssh_backend]
+    tunnel = open_tunnel(url, args.engine_ssh, sshkey=args.engine_ssh_key, paramiko=paramiko,
+                         timeout=args.timeout)
+    logger.info("connecting to %s through SSH %s (%s backend)", url, tunnel.server, tunnel.backend)
+    # a dropped tunnel silences the controller's heartbeat: the engine then exits on its own
+    tunnel.on_drop(lambda exc: logger.error("%s", exc))
+    return tunnel
 
 
 def connection_file_path(args):
@@ -56,13 +76,27 @@ def main(argv=None):
     from .engine import Engine  # after argument errors, so --help stays instant
 
     logger.debug("connection file %s: controller at %s", path, info["url"])
+    url, tunnel = info["url"], None
+    if args.engine_ssh:
+        from ..error import TunnelError
+
+        try:
+            tunnel = open_engine_tunnel(args, url)
+        except TunnelError as e:
+            logger.error("%s", e)
+            return 1
+        url = tunnel.url
     try:
-        engine = Engine(info["url"], info["key"], timeout=args.timeout,
-                        requested_id=args.requested_id, curve=info.get("curve"))
-    except Exception as e:  # e.g. a malformed url in the connection file
-        logger.error("cannot connect to %r from %s: %s", info.get("url"), path, e)
-        return 1
-    return engine.run()
+        try:
+            engine = Engine(url, info["key"], timeout=args.timeout,
+                            requested_id=args.requested_id, curve=info.get("curve"))
+        except Exception as e:  # e.g. a malformed url in the connection file
+            logger.error("cannot connect to %r from %s: %s", info.get("url"), path, e)
+            return 1
+        return engine.run()
+    finally:
+        if tunnel is not None:
+            tunnel.close()
 
 
 def _positive_float(text):
