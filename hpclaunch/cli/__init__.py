@@ -7,6 +7,7 @@ server code it needs when it runs, so ``hpclaunch --help`` answers at once.
 import click
 
 from .._version import __version__
+from .connect import connect
 from .manage import status, stop
 from .passthrough import controller, engine
 from .profiles import profile
@@ -26,7 +27,7 @@ def main():
     """
 
 
-for _command in (start, stop, status, profile, render, controller, engine):
+for _command in (start, stop, status, connect, profile, render, controller, engine):
     main.add_command(_command)
 
 __all__ = ["main"]
