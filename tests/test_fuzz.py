@@ -68,6 +68,16 @@ def hostile_messages(key, rng):
         yield rng.choice(kinds)()
 
 
+def oversized(key):
+    """Headers over the 16 MiB JSON limit (signed, so only the size check stops them) and a
+    2 MiB header with a bad signature. Few: each is large."""
+    good = Session(key, check_replay=False)
+    huge = b'{"msg_type": "' + b"x" * (17 << 20) + b'"}'
+    for _ in range(2):
+        yield _signed_raw(good, [huge, b"{}", b"{}", b"{}"])
+    yield [DELIM, b"cd" * 32, b"{" + b" " * (2 << 20) + b"}", b"{}", b"{}", b"{}"]
+
+
 def _signed_raw(session, body):
     return [DELIM, session.sign(body), *body]
 
@@ -134,6 +144,8 @@ def test_controller_survives_hostile_flood(fuzz_cluster):
     def send_all():
         for _ in range(N_HOSTILE):
             sock.send_multipart(next(messages))
+        for frames in oversized(info["key"]):
+            sock.send_multipart(frames)
 
     worker = run_with_worker(rc, send_all)
     sock.close()

@@ -156,3 +156,13 @@ def test_hostile_flood_keeps_serving(conn, raw, rc):
             frames = signed                                          # replayed
         raw.send_multipart(frames)
     still_serving(rc)
+
+
+def test_control_request_without_engine_is_refused(conn, raw, rc):
+    session = Session(conn["key"])
+    session.send(raw, "connect_request", {})
+    session.unpack(raw.recv_multipart())
+    session.send(raw, "clear_request", {})
+    reply = session.unpack(raw.recv_multipart())
+    assert reply.msg_type == "clear_reply" and reply.content["ename"] == "ProtocolError"
+    still_serving(rc)

@@ -233,6 +233,11 @@ class Hub:
         if msg.msg_type == "shutdown_request" and eid is None:
             self._shutdown_request(msg)
             return
+        if eid is None and msg.msg_type in CONTROL:
+            self.reply(msg, reply_type(msg.msg_type), error(
+                "ProtocolError", f"{msg.msg_type} needs metadata.engine: control messages "
+                                 "go to one named engine, never to the task scheduler"))
+            return
         if eid is None:
             self.record(msg, None)
             self.scheduler.submit(msg)
