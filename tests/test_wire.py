@@ -31,6 +31,14 @@ def raw(conn):
     sock.close()
 
 
+def connected(conn, raw):
+    """A correctly keyed Session whose replies the controller routes to ``raw``."""
+    session = Session(conn["key"])
+    session.send(raw, "connect_request", {})
+    assert session.unpack(raw.recv_multipart()).msg_type == "connect_reply"
+    return session
+
+
 def still_serving(rc):
     """The controller answers and engines still compute the right values."""
     assert rc[:].apply_sync(lambda x: x * 2, 21) == [42] * len(rc.ids)
@@ -104,9 +112,7 @@ def test_replayed_request_is_rejected(conn, raw, rc):
 
 
 def test_unknown_msg_type_gets_an_error_reply(conn, raw, rc):
-    session = Session(conn["key"])
-    session.send(raw, "connect_request", {})
-    session.unpack(raw.recv_multipart())
+    session = connected(conn, raw)
     session.send(raw, "make_coffee", {})
     reply = session.unpack(raw.recv_multipart())
     assert reply.msg_type == "error_reply"
@@ -126,9 +132,7 @@ def test_json_that_is_not_an_object(conn, raw, rc):
 def test_request_for_unknown_engine_fails_at_once(conn, raw, rc):
     with pytest.raises(IndexError, match="99"):
         rc.direct_view(99)                       # the client checks first ...
-    session = Session(conn["key"])              # ... and the controller too
-    session.send(raw, "connect_request", {})
-    session.unpack(raw.recv_multipart())
+    session = connected(conn, raw)              # ... and the controller too
     session.send(raw, "apply_request", {}, metadata={"engine": 99})
     reply = session.unpack(raw.recv_multipart())
     assert reply.msg_type == "apply_reply"
@@ -159,9 +163,7 @@ def test_hostile_flood_keeps_serving(conn, raw, rc):
 
 
 def test_control_request_without_engine_is_refused(conn, raw, rc):
-    session = Session(conn["key"])
-    session.send(raw, "connect_request", {})
-    session.unpack(raw.recv_multipart())
+    session = connected(conn, raw)
     session.send(raw, "clear_request", {})
     reply = session.unpack(raw.recv_multipart())
     assert reply.msg_type == "clear_reply" and reply.content["ename"] == "ProtocolError"
