@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from hpclaunch.launch import state_file
-from hpclaunch.protocol import paths
+from hpclaunch.protocol import paths, read_connection_file
 
 
 def hpclaunch(*args, timeout=120):
@@ -86,6 +86,9 @@ def test_daemonized_start_status_stop_leaves_no_process():
 
     status = hpclaunch("status", "--profile", "cli")
     assert status.returncode == 0, status.stderr
+    key = read_connection_file(paths.client_file(pdir))["key"].decode()
+    for shown in (result, status):   # the cluster key never reaches the terminal
+        assert key not in shown.stdout + shown.stderr
     lines = status.stdout.splitlines()
     assert lines[0].startswith(f"controller: pid {controller} at tcp://127.0.0.1:")
     assert "engines: 2 registered of 2 launched" in status.stdout
