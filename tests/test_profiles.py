@@ -244,10 +244,15 @@ def test_slurm_states_map_to_one_enum():
     assert aggregate([JobState.DONE, JobState.FAILED]) is JobState.FAILED
 
 
-def test_systems_without_a_scheduler_say_what_works():
+def test_systems_without_a_scheduler_say_what_works(monkeypatch):
     from hpclaunch.launch import SchedulerError
-    from hpclaunch.launch.scheduler import scheduler
+    from hpclaunch.launch import scheduler as scheduler_module
+    from hpclaunch.launch.scheduler import Dialect, scheduler
 
+    class RenderOnly(Dialect):
+        name = "render-only"
+
+    monkeypatch.setitem(scheduler_module._DIALECTS, RenderOnly.name, RenderOnly)
     assert scheduler("slurm").name == "slurm"
-    with pytest.raises(SchedulerError, match="renders pbs job scripts but cannot submit"):
-        scheduler("pbs")
+    with pytest.raises(SchedulerError, match="renders render-only job scripts but cannot submit"):
+        scheduler("render-only")

@@ -14,7 +14,7 @@ from . import toml
 from .errors import LaunchError
 
 PROFILE_FILE = "profile.toml"
-SYSTEMS = ("local", "slurm", "pbs", "sge", "lsf", "ssh")
+SYSTEMS = ("local", "slurm", "pbs", "torque", "sge", "lsf", "ssh")
 FANOUTS = ("srun", "mpiexec", "ssh", "array")
 _WALLTIME = re.compile(r"^(\d+):([0-5]\d):([0-5]\d)$")
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?$", re.I)
