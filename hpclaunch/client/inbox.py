@@ -266,7 +266,7 @@ class Inbox:
         c = msg.content
         eid = int(c["id"])
         with self.ids_changed:
-            self.engines[eid] = {k: c.get(k) for k in ("uuid", "hostname", "pid")}
+            self.engines[eid] = {k: v for k, v in c.items() if k not in ("id", "registered")}
             if eid not in self.ids:
                 ids = list(self.ids)
                 bisect.insort(ids, eid)

@@ -154,9 +154,11 @@ class Hub:
         c = msg.load_content()
         uuid = c.get("uuid")
         heart = c.get("heart")
-        if not isinstance(uuid, str) or not isinstance(heart, str):
-            self.reply(msg, "registration_reply", error("ProtocolError",
-                       "registration_request needs string 'uuid' and 'heart'"))
+        if not isinstance(uuid, str) or not isinstance(heart, str) \
+                or not isinstance(c.get("info", {}), dict):
+            self.reply(msg, "registration_reply", error(
+                "ProtocolError", "registration_request needs string 'uuid' and 'heart', "
+                                 "and 'info' (if given) must be an object"))
             return
         known = self.engines.by_uuid(uuid)
         if known is not None:   # a retried request: same answer

@@ -44,8 +44,10 @@ class ShutdownRequested(Exception):
 class Engine:
     """Connects to the controller at ``url`` and serves requests until told to stop."""
 
-    def __init__(self, url, key, timeout=30.0, requested_id=None, install_main=True, curve=None):
+    def __init__(self, url, key, timeout=30.0, requested_id=None, install_main=True, curve=None,
+                 info=None):
         self.url = url
+        self.info = dict(info or {})   # extra facts for registration (e.g. MPI rank and size)
         self.curve = curve
         self.timeout = float(timeout)
         self.requested_id = requested_id
@@ -83,7 +85,7 @@ class Engine:
         try:
             self.heart.start()
             content = registration_content(self.uuid, f"heart-{self.uuid}", f"iopub-{self.uuid}",
-                                           self.requested_id)
+                                           self.requested_id, self.info)
             reply = register(self.session, self.main, self.url, content, self.timeout,
                              should_stop=lambda: self._stop_signal is not None)
             if reply is None:

@@ -20,7 +20,7 @@ class RegistrationFailed(Exception):
     """Registration did not succeed; the message says why and what to do."""
 
 
-def registration_content(uuid, heart_identity, iopub_identity, requested_id=None):
+def registration_content(uuid, heart_identity, iopub_identity, requested_id=None, info=None):
     content = {
         "uuid": uuid,
         "heart": heart_identity,
@@ -30,6 +30,8 @@ def registration_content(uuid, heart_identity, iopub_identity, requested_id=None
     }
     if requested_id is not None:
         content["requested_id"] = int(requested_id)
+    if info:
+        content["info"] = dict(info)
     return content
 
 
