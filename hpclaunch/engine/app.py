@@ -33,6 +33,13 @@ def build_parser():
                         help="logging level on stderr (default: INFO)")
     parser.add_argument("--requested-id", type=_non_negative_int, metavar="N",
                         help="ask the controller for this engine id (it may refuse)")
+    mpi = parser.add_argument_group(
+        "MPI (automatic when mpiexec or srun --mpi=pmi2 started the engine; needs hpclaunch[mpi])")
+    mpi.add_argument("--mpi", action="store_true",
+                     help="initialise MPI and report rank and size even without a launcher's "
+                          "rank variable (OMPI_COMM_WORLD_RANK, PMI_RANK, PMIX_RANK)")
+    mpi.add_argument("--ids-follow-ranks", action="store_true",
+                     help="ask for engine id = MPI rank (implies --mpi)")
     ssh = parser.add_argument_group(
         "SSH tunnel (for engines that cannot reach the controller directly)")
     ssh.add_argument("--engine-ssh", metavar="USER@HOST[:PORT]",
@@ -65,7 +72,11 @@ def connection_file_path(args):
 
 def main(argv=None):
     """Run an engine until it is shut down; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.ids_follow_ranks and args.requested_id is not None:
+        parser.error("--requested-id and --ids-follow-ranks both choose the engine id: "
+                     "give only one")
     setup_logging(args.log_level)
     path = connection_file_path(args)
     try:
@@ -74,7 +85,15 @@ def main(argv=None):
         logger.error("%s", e)
         return 1
     from .engine import Engine  # after argument errors, so --help stays instant
+    from .mpi import MPIUnavailable, should_use_mpi  # mpi4py itself: only if MPI is used
 
+    engine_class, engine_options = Engine, {"requested_id": args.requested_id}
+    if should_use_mpi(args.mpi or args.ids_follow_ranks):
+        try:
+            engine_class, engine_options = mpi_engine_choice(args)
+        except MPIUnavailable as e:
+            logger.error("%s", e)
+            return 1
     logger.debug("connection file %s: controller at %s", path, info["url"])
     url, tunnel = info["url"], None
     if args.engine_ssh:
@@ -88,8 +107,8 @@ def main(argv=None):
         url = tunnel.url
     try:
         try:
-            engine = Engine(url, info["key"], timeout=args.timeout,
-                            requested_id=args.requested_id, curve=info.get("curve"))
+            engine = engine_class(url, info["key"], timeout=args.timeout,
+                                  curve=info.get("curve"), **engine_options)
         except Exception as e:  # e.g. a malformed url in the connection file
             logger.error("cannot connect to %r from %s: %s", info.get("url"), path, e)
             return 1
@@ -97,6 +116,15 @@ def main(argv=None):
     finally:
         if tunnel is not None:
             tunnel.close()
+
+
+def mpi_engine_choice(args):
+    """The engine class and options of an MPI engine (initialises MPI)."""
+    from .engine import Engine
+    from .mpi import mpi_engine_settings
+
+    requested_id, mpi_info = mpi_engine_settings(args.requested_id, args.ids_follow_ranks)
+    return Engine, {"requested_id": requested_id, "info": mpi_info}
 
 
 def _positive_float(text):
