@@ -11,13 +11,11 @@ import time
 import psutil
 import pytest
 
+from batch_helpers import hpclaunch
+
 from hpclaunch.launch import state_file
 from hpclaunch.protocol import paths, read_connection_file
 
-
-def hpclaunch(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "hpclaunch", *args], capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 def alive(pid):

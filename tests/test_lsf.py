@@ -6,7 +6,6 @@ real LSF agrees. The fast tests parse bsub's and bjobs' documented output (LSF 1
 ``bjobs -o ... -json``).
 """
 
-import dataclasses
 import json
 import os
 import re
@@ -17,15 +16,14 @@ import time
 
 import pytest
 
+from batch_helpers import ROOT, hpclaunch, make_profile, run_setup_script, squeue_active
 from conftest import processes_under
-from hpclaunch.launch import JobState, Profile, load_profile, plan_jobs, profile_file, state_file
+from hpclaunch.launch import JobState, Profile, plan_jobs, state_file
 from hpclaunch.launch.lsf import LsfScheduler, lsf_state, parse_bjobs_json
 from hpclaunch.launch.scheduler import scheduler
 from hpclaunch.protocol import paths
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIM = os.path.join(ROOT, "tests", "lsf_shim.py")
-SLURM_SETUP = os.path.join(ROOT, "scripts", "slurm-setup.sh")
 ENGINE = ["python", "-m", "hpclaunch.engine", "--profile-dir", "/p"]
 
 #: bjobs -a -o "jobid jobindex stat exit_code" -json 501 502 503 504 505, in LSF 10.1's format.
@@ -89,24 +87,14 @@ def test_lsf_renders_a_named_array_submitted_on_stdin(tmp_path):
 @pytest.fixture(scope="session")
 def lsf_env(tmp_path_factory):
     """PATH with bsub/bjobs/bkill from tests/lsf_shim.py first, over a running real Slurm."""
-    if os.geteuid() != 0:
-        pytest.skip("the LSF shim runs on the real Slurm, which the tests install as root")
-    if shutil.which("sbatch") is None and shutil.which("apt-get") is None:
-        pytest.skip("no sbatch and no apt-get to install Slurm with (Debian/Ubuntu only)")
-    result = subprocess.run(["bash", SLURM_SETUP], capture_output=True, text=True, timeout=300)
-    if result.returncode != 0:
-        pytest.fail(f"{SLURM_SETUP} failed (status {result.returncode}):\n{result.stderr[-3000:]}")
+    run_setup_script("slurm-setup.sh", what="Slurm (under the LSF shim)",
+                     installed=shutil.which("sbatch") is not None)
     bindir = tmp_path_factory.mktemp("lsf-shim-bin")
     for command in ("bsub", "bjobs", "bkill"):
         path = bindir / command
         path.write_text(f'#!/bin/sh\nexec {sys.executable} {SHIM} {command} "$@"\n')
         path.chmod(0o755)
     return dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}")
-
-
-def hpclaunch(*args, env, timeout=180):
-    return subprocess.run([sys.executable, "-m", "hpclaunch", *args], capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=env)
 
 
 @pytest.mark.slurm
@@ -137,11 +125,7 @@ def test_shim_prints_lsf_formats(lsf_env, tmp_path):
 @pytest.mark.lsf
 def test_lsf_array_start_map_stop(lsf_env):
     name = "lsf-array"
-    created = hpclaunch("profile", "create", name, "--system", "lsf", "--force", env=lsf_env)
-    assert created.returncode == 0, created.stderr
-    pdir = paths.profile_dir(name)
-    profile = dataclasses.replace(load_profile(pdir), job_shape="array")
-    profile.save(profile_file(pdir))
+    pdir = make_profile(name, "lsf", env=lsf_env, job_shape="array")
     began = time.monotonic()
     started = hpclaunch("start", "--profile", name, "-n", "8", "--daemonize", env=lsf_env)
     elapsed = time.monotonic() - began
@@ -170,10 +154,7 @@ def test_lsf_array_start_map_stop(lsf_env):
     finally:
         stopped = hpclaunch("stop", "--profile", name, env=lsf_env)
     assert stopped.returncode == 0, stopped.stderr
-    active = subprocess.run(["squeue", "--noheader", "--states=PD,R,CG,CF,S",
-                             f"--jobs={ids[0]}", "--format=%F"],
-                            capture_output=True, text=True).stdout.split()
-    assert active == [], f"job {ids[0]} still in squeue after stop"
+    assert squeue_active(ids[:1]) == [], f"job {ids[0]} still in squeue after stop"
     deadline = time.monotonic() + 10
     while processes_under(pdir) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -186,11 +167,7 @@ def test_lsf_array_start_map_stop(lsf_env):
 @pytest.mark.lsf
 def test_rejected_bsub_is_quoted(lsf_env):
     name = "lsf-rejected"
-    created = hpclaunch("profile", "create", name, "--system", "lsf", "--force", env=lsf_env)
-    assert created.returncode == 0, created.stderr
-    pdir = paths.profile_dir(name)
-    profile = dataclasses.replace(load_profile(pdir), queue="no-such-queue")
-    profile.save(profile_file(pdir))
+    pdir = make_profile(name, "lsf", env=lsf_env, queue="no-such-queue")
     result = hpclaunch("start", "--profile", name, "-n", "2", "--daemonize", env=lsf_env)
     assert result.returncode == 1
     assert "lsf rejected" in result.stderr and "no-such-queue: No such queue" in result.stderr

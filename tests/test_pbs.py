@@ -8,28 +8,23 @@
   PBS Pro format (see tests/data/README.md), not captured from a live PBS Pro server.
 """
 
-import dataclasses
 import json
 import os
 import re
-import shutil
-import subprocess
-import sys
 import time
 
 import pytest
 
+from batch_helpers import ROOT, hpclaunch, make_profile, run_setup_script, squeue_active
 from conftest import processes_under
-from hpclaunch.launch import JobState, Profile, load_profile, plan_jobs, profile_file, state_file
+from hpclaunch.launch import JobState, Profile, plan_jobs, state_file
 from hpclaunch.launch.pbs import (
     PbsScheduler, TorqueScheduler, array_parent, collect, parse_pbspro_json, parse_torque_full,
     pbs_state, short_id)
 from hpclaunch.launch.scheduler import scheduler
 from hpclaunch.protocol import paths
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "tests", "data")
-SETUP = os.path.join(ROOT, "scripts", "pbs-on-slurm-setup.sh")
 PREFIX = "/tmp/hpclaunch-pbs-on-slurm"
 ENGINE = ["python", "-m", "hpclaunch.engine", "--profile-dir", "/p"]
 
@@ -172,37 +167,16 @@ def test_torque_renders_t_arrays_and_nodes_ppn(tmp_path):
 @pytest.fixture(scope="session")
 def pbs_env():
     """An environment whose PATH starts with the Torque-style wrappers over the real Slurm."""
-    if os.geteuid() != 0:
-        pytest.skip("the PBS-on-Slurm tests install Slurm and Perl modules with apt-get (root)")
-    if shutil.which("apt-get") is None and not os.path.exists(f"{PREFIX}/bin/qsub"):
-        pytest.skip("no apt-get to install Slurm and the Torque wrappers with (Debian only)")
-    result = subprocess.run(["bash", SETUP, PREFIX], capture_output=True, text=True, timeout=300)
-    if result.returncode != 0:
-        pytest.fail(f"{SETUP} failed (status {result.returncode}):\n{result.stderr[-3000:]}")
+    run_setup_script("pbs-on-slurm-setup.sh", PREFIX, what="Torque-on-Slurm",
+                     installed=os.path.exists(f"{PREFIX}/bin/qsub"))
     return dict(os.environ, PATH=f"{PREFIX}/bin:{os.environ['PATH']}")
-
-
-def hpclaunch(*args, env, timeout=180):
-    return subprocess.run([sys.executable, "-m", "hpclaunch", *args], capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=env)
-
-
-def squeue_active(ids):
-    out = subprocess.run(["squeue", "--noheader", "--states=PD,R,CG,CF,S",
-                          f"--jobs={','.join(ids)}", "--format=%F"],
-                         capture_output=True, text=True).stdout
-    return sorted(set(out.split()) & set(ids))
 
 
 @pytest.mark.slurm
 @pytest.mark.pbs
 def test_torque_array_start_map_stop(pbs_env):
     name = "torque-array"
-    created = hpclaunch("profile", "create", name, "--system", "torque", "--force", env=pbs_env)
-    assert created.returncode == 0, created.stderr
-    pdir = paths.profile_dir(name)
-    profile = dataclasses.replace(load_profile(pdir), job_shape="array")
-    profile.save(profile_file(pdir))
+    pdir = make_profile(name, "torque", env=pbs_env, job_shape="array")
     began = time.monotonic()
     started = hpclaunch("start", "--profile", name, "-n", "8", "--daemonize", env=pbs_env)
     elapsed = time.monotonic() - began
@@ -243,12 +217,8 @@ def test_torque_array_start_map_stop(pbs_env):
 @pytest.mark.pbs
 def test_torque_job_dying_before_registration_quotes_its_output(pbs_env):
     name = "torque-broken"
-    created = hpclaunch("profile", "create", name, "--system", "torque", "--force", env=pbs_env)
-    assert created.returncode == 0, created.stderr
-    pdir = paths.profile_dir(name)
-    profile = dataclasses.replace(load_profile(pdir), fanout="mpiexec",
+    pdir = make_profile(name, "torque", env=pbs_env, fanout="mpiexec",
                                   env_setup=["echo 'module python/9.9 not found' >&2", "exit 3"])
-    profile.save(profile_file(pdir))
     result = hpclaunch("start", "--profile", name, "-n", "2", "--daemonize", "--timeout", "60",
                        env=pbs_env)
     assert result.returncode == 1

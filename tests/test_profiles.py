@@ -1,10 +1,10 @@
 """Profiles, site-configs and job templates: parsing, validation and rendering (no scheduler)."""
 
 import os
-import subprocess
-import sys
 
 import pytest
+
+from batch_helpers import hpclaunch
 
 from hpclaunch.launch import Profile, ProfileError, TemplateError, load_profile, plan_jobs
 from hpclaunch.launch.render import render_template, skip_directives, split_engines
@@ -13,10 +13,6 @@ from hpclaunch.protocol import paths
 
 ENGINE = ["/opt/venv/bin/python", "-m", "hpclaunch.engine", "--file", "/p/security/engine.json"]
 
-
-def hpclaunch(*args):
-    return subprocess.run([sys.executable, "-m", "hpclaunch", *args], capture_output=True,
-                          text=True, timeout=60, stdin=subprocess.DEVNULL)
 
 
 def write(path, text):

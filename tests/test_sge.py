@@ -5,8 +5,6 @@ all.q and parallel environments smp/mpi), so these tests need root and apt; they
 reason otherwise. Run only them with ``-m sge``; leave them out with ``-m "not sge"``.
 """
 
-import dataclasses
-import json
 import os
 import re
 import shlex
@@ -17,47 +15,26 @@ import time
 
 import pytest
 
+import batch_helpers
+from batch_helpers import hpclaunch, job_ids, run_setup_script
 from conftest import processes_under
-from hpclaunch.launch import JobState, load_profile, profile_file, state_file
+from hpclaunch.launch import JobState, state_file
 from hpclaunch.launch.sge import qacct_state, qstat_states, sge_state
-from hpclaunch.protocol import paths
 
 pytestmark = pytest.mark.sge
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SETUP = os.path.join(ROOT, "scripts", "sge-setup.sh")
 
 
 @pytest.fixture(scope="session")
 def sge():
     """A running single-host Grid Engine cell, started by the project's own setup script."""
-    if os.geteuid() != 0:
-        pytest.skip("the SGE tests install and start Grid Engine with apt-get, which needs root")
-    if shutil.which("qsub") is None and shutil.which("apt-get") is None:
-        pytest.skip("no qsub and no apt-get to install Grid Engine with (Debian/Ubuntu only)")
-    result = subprocess.run(["bash", SETUP], capture_output=True, text=True, timeout=400)
-    if result.returncode != 0:
-        pytest.fail(f"{SETUP} failed (status {result.returncode}):\n{result.stderr[-3000:]}")
+    run_setup_script("sge-setup.sh", what="Grid Engine", installed=shutil.which("qsub") is not None,
+                     timeout=400)
     return True
 
 
-def hpclaunch(*args, timeout=180, env=None):
-    return subprocess.run([sys.executable, "-m", "hpclaunch", *args], capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=env)
-
-
 def make_profile(name, **fields):
-    result = hpclaunch("profile", "create", name, "--system", "sge", "--force")
-    assert result.returncode == 0, result.stderr
-    pdir = paths.profile_dir(name)
-    profile = dataclasses.replace(load_profile(pdir), **fields)
-    profile.save(profile_file(pdir))
-    return pdir
-
-
-def job_ids(pdir):
-    with open(state_file(pdir)) as f:
-        return [j["job_id"] for j in json.load(f)["jobs"]]
+    return batch_helpers.make_profile(name, "sge", **fields)
 
 
 def queued(ids):

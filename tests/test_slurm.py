@@ -5,68 +5,36 @@ cluster that advertises 64 CPUs), so these tests need root and apt; they skip wi
 reason otherwise. Run only them with ``-m slurm``; leave them out with ``-m "not slurm"``.
 """
 
-import dataclasses
-import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 
 import pytest
 
 from conftest import processes_under
-from hpclaunch.launch import load_profile, profile_file, state_file
-from hpclaunch.protocol import paths
+from hpclaunch.launch import state_file
+
+import batch_helpers
+from batch_helpers import hpclaunch, job_ids, run_setup_script, squeue_active
 
 pytestmark = pytest.mark.slurm
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SETUP = os.path.join(ROOT, "scripts", "slurm-setup.sh")
-ACTIVE = "PD,R,CG,CF,S"
 
 
 @pytest.fixture(scope="session")
 def slurm():
     """A running single-node Slurm, started by the project's own setup script."""
-    if os.geteuid() != 0:
-        pytest.skip("the Slurm tests install and start Slurm with apt-get, which needs root")
-    if shutil.which("sbatch") is None and shutil.which("apt-get") is None:
-        pytest.skip("no sbatch and no apt-get to install Slurm with (Debian/Ubuntu only)")
-    result = subprocess.run(["bash", SETUP], capture_output=True, text=True, timeout=300)
-    if result.returncode != 0:
-        pytest.fail(f"{SETUP} failed (status {result.returncode}):\n{result.stderr[-3000:]}")
+    run_setup_script("slurm-setup.sh", what="Slurm", installed=shutil.which("sbatch") is not None)
     return True
 
 
-def hpclaunch(*args, timeout=180, env=None):
-    return subprocess.run([sys.executable, "-m", "hpclaunch", *args], capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=env)
-
-
 def make_profile(name, **fields):
-    result = hpclaunch("profile", "create", name, "--system", "slurm", "--force")
-    assert result.returncode == 0, result.stderr
-    pdir = paths.profile_dir(name)
-    profile = dataclasses.replace(load_profile(pdir), **fields)
-    profile.save(profile_file(pdir))
-    return pdir
-
-
-def job_ids(pdir):
-    with open(state_file(pdir)) as f:
-        return [j["job_id"] for j in json.load(f)["jobs"]]
-
-
-def queued(ids):
-    """Which of ``ids`` squeue still shows as pending or running."""
-    out = subprocess.run(["squeue", "--noheader", f"--states={ACTIVE}", f"--jobs={','.join(ids)}",
-                          "--format=%F"], capture_output=True, text=True).stdout
-    return sorted(set(out.split()) & set(ids))
+    return batch_helpers.make_profile(name, "slurm", **fields)
 
 
 def assert_nothing_left(pdir, ids):
-    assert queued(ids) == [], f"jobs {ids} still in squeue after stop"
+    assert squeue_active(ids) == [], f"jobs {ids} still in squeue after stop"
     deadline = time.monotonic() + 10
     while processes_under(pdir) and time.monotonic() < deadline:
         time.sleep(0.2)
