@@ -14,8 +14,9 @@ from . import toml
 from .errors import LaunchError
 
 PROFILE_FILE = "profile.toml"
-SYSTEMS = ("local", "slurm", "pbs", "torque", "sge", "lsf", "ssh")
-FANOUTS = ("srun", "mpiexec", "ssh", "array")
+#: Batch systems a profile may name (an ssh host list is not built yet, so it is not offered).
+SYSTEMS = ("local", "slurm", "pbs", "torque", "sge", "lsf")
+FANOUTS = ("srun", "mpiexec", "array")
 _WALLTIME = re.compile(r"^(\d+):([0-5]\d):([0-5]\d)$")
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?$", re.I)
 _JOBS_SHAPE = re.compile(r"^jobs:(\d+)$")

@@ -71,9 +71,6 @@ def plan_jobs(profile, n, pdir, engine_argv):
         raise ProfileError("a local profile submits no jobs: engines start as processes on "
                            "this machine (set system = 'slurm' or another batch system)")
     kind = dialect(profile.system)
-    if profile.effective_fanout == "ssh":
-        raise ProfileError("fanout = 'ssh' inside a batch job is not supported yet; use "
-                           "'srun' (Slurm), 'mpiexec', or job_shape = 'array'")
     if profile.effective_fanout == "srun" and profile.system != "slurm":
         raise ProfileError(f"fanout = 'srun' needs Slurm, but system = {profile.system!r}; "
                            "use fanout = 'mpiexec' or job_shape = 'array'")
