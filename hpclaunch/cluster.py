@@ -42,12 +42,15 @@ class Cluster:
     (seconds an engine waits for the controller), ``controller_args`` and
     ``engine_args`` (extra command-line words), ``env`` (extra environment).
     ``start_timeout``: seconds for the controller and then all engines to come up.
+    ``allocation`` (inside a batch job): engines fan out across it by srun/mpiexec;
+    ``controller_in_job``: one batch job runs the controller and the engines.
     """
 
     def __init__(self, n=None, profile=None, profile_dir=None, log_level=None,
-                 controller_ip="127.0.0.1", controller_port=None, hb_period=None,
+                 controller_ip=None, controller_port=None, hb_period=None,
                  hb_liveness=None, engine_timeout=None, controller_args=(), engine_args=(),
-                 env=None, start_timeout=60.0, client_timeout=10.0, shutdown_atexit=True):
+                 env=None, start_timeout=60.0, client_timeout=10.0, shutdown_atexit=True,
+                 allocation=None, controller_in_job=False):
         if n is not None and n < 1:
             raise ValueError(f"a cluster needs at least 1 engine, not n={n}")
         self.n = n or os.cpu_count() or 1
@@ -60,7 +63,8 @@ class Cluster:
         self._launcher = ClusterLauncher(
             self.profile_dir, log_level=log_level, ip=controller_ip, port=controller_port,
             hb_period=hb_period, hb_liveness=hb_liveness, engine_timeout=engine_timeout,
-            controller_args=controller_args, engine_args=engine_args, env=env)
+            controller_args=controller_args, engine_args=engine_args, env=env,
+            allocation=allocation, controller_in_job=controller_in_job)
         self._clients = []
         self._atexit_registered = False
 
@@ -113,9 +117,13 @@ class Cluster:
         return self._launcher.controller_running()
 
     # -- starting ------------------------------------------------------------
-    def start_controller_sync(self):
-        """Start the controller; returns once its connection files are written."""
-        self._launcher.start_controller(timeout=self.start_timeout)
+    def start_controller_sync(self, job_progress=None):
+        """Start the controller; returns once its connection files are written.
+
+        With ``controller_in_job`` this submits the job of the controller and every
+        engine; ``job_progress`` hears of it (``submitted(jobs)``, then each state)."""
+        self._launcher.start_controller(timeout=self.start_timeout, engines=self.n,
+                                        progress=job_progress)
         if self.shutdown_atexit and not self._atexit_registered:
             atexit.register(self._stop_at_exit)
             self._atexit_registered = True
@@ -196,7 +204,8 @@ class Cluster:
                 time.sleep(0.1)
                 continue
             pending = self._unregistered(engines)
-            starting = len(pending) - len(self._launcher.dead_engines(pending))
+            starting = len(pending) - len(self._launcher.dead_engines(pending)) \
+                + self._launcher.fanouts.engines_possible()
             if len(engines) + starting < n or time.monotonic() > deadline:
                 raise self._engines_failed(engines, n, pending, timeout)
             time.sleep(0.05)
@@ -223,8 +232,10 @@ class Cluster:
     def _engines_failed(self, engines, n, pending, timeout):
         dead = self._launcher.dead_engines(pending)
         failing = dead or pending
-        lines = [f"only {len(engines)} of {n} engines registered: "
-                 + (f"{len(dead)} exited" if dead else f"timed out after {timeout:g} s")]
+        fanouts = self._launcher.fanouts.describe_failure()
+        why = f"{len(dead)} exited" if dead else \
+            "the srun/mpiexec starting them exited" if fanouts else f"timed out after {timeout:g} s"
+        lines = [f"only {len(engines)} of {n} engines registered: {why}"]
         for record in failing[:4]:
             code = self._launcher.system.exit_code(record)
             how = "running" if record not in dead else f"exited, status {code}"
@@ -232,6 +243,9 @@ class Cluster:
                          f"{record.log}:\n{tail(record.log, lines=12)}")
         if len(failing) > 4:
             lines.append(f"... and {len(failing) - 4} more; see {paths.logs_dir(self.profile_dir)}")
+        if fanouts or self._launcher.fanouts.records:
+            logs = paths.logs_dir(self.profile_dir)
+            lines.append(fanouts or f"(engine output: {logs}/fanout-*.log)")
         return EnginesStartError("\n".join(lines), registered=len(engines), expected=n)
 
     # -- stopping ------------------------------------------------------------

@@ -20,7 +20,8 @@ class ClusterAlreadyRunning(LaunchError):
     def __init__(self, pdir, pid):
         self.pid = pid
         label, option = describe_profile(pdir)
-        super().__init__(f"a cluster for {label} is already running (pid {pid}); "
+        where = f"pid {pid}" if isinstance(pid, int) else pid
+        super().__init__(f"a cluster for {label} is already running ({where}); "
                          f"hpclaunch stop {option} first")
 
 

@@ -72,13 +72,7 @@ class JobEngines:
         now = time.monotonic()
         if not force and now < self._next_poll:
             return {r.job_id: r.job_state for r in records}
-        states = {}
-        for system in sorted({r.system for r in records}):
-            ids = [r.job_id for r in records if r.system == system]
-            try:
-                states.update(scheduler(system).poll(ids))
-            except SchedulerError as e:
-                log.warning("cannot poll %s jobs %s: %s", system, ids, e)
+        states = poll_records(records)
         for record in records:
             if record.job_id in states:
                 record.state = states[record.job_id].value
@@ -87,18 +81,21 @@ class JobEngines:
                                                               len(POLL_BACKOFF) - 1)
         self._last = snapshot
         self._next_poll = now + POLL_BACKOFF[self._backoff]
-        self.launcher.state.save()
+        state = self.launcher.state
+        if state.controller is not None and state.launcher_pid == os.getpid():
+            state.save()  # only the starting process writes; see controllerjob.py
         return {r.job_id: r.job_state for r in records}
 
     def engines_possible(self):
         """How many engines the jobs not yet finished may still bring up."""
         return sum(r.engines for r in self.records if not r.job_state.finished)
 
-    def cancel(self, wait=CANCEL_WAIT):
-        """Cancel every unfinished job; wait until the scheduler shows them all ended.
+    def cancel(self, wait=CANCEL_WAIT, keep=()):
+        """Cancel every unfinished job but those in ``keep`` (ids: the job we run in);
+        wait until the scheduler shows them all ended.
 
         Returns the jobs still not finished after ``wait`` seconds (empty on success)."""
-        live = [r for r in self.records if not r.job_state.finished]
+        live = [r for r in self.records if not r.job_state.finished and r.job_id not in keep]
         for system in sorted({r.system for r in live}):
             ids = [r.job_id for r in live if r.system == system]
             try:
@@ -127,6 +124,23 @@ class JobEngines:
             for path in files[:2]:
                 parts.append(f"{head}; last lines of {path}:\n{tail(path, lines=max_lines)}")
         return "\n".join(parts)
+
+
+def poll_records(records):
+    """{job id: JobState} for the jobs the scheduler answered about (one call per system)."""
+    states = {}
+    for system in sorted({r.system for r in records}):
+        ids = [r.job_id for r in records if r.system == system]
+        try:
+            states.update(scheduler(system).poll(ids))
+        except SchedulerError as e:
+            log.warning("cannot poll %s jobs %s: %s", system, ids, e)
+    return states
+
+
+def any_unfinished(records):
+    """Whether any of these jobs is still queued or running (asks the scheduler)."""
+    return any(not s.finished for s in poll_records(records).values())
 
 
 def output_files(record):

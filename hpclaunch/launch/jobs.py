@@ -32,6 +32,8 @@ class JobRecord:
     engines: int
     array_size: int = 0
     state: str = JobState.PENDING.value
+    #: The job runs the controller too (``start --controller-in-job``).
+    hosts_controller: bool = False
 
     def to_dict(self):
         return dataclasses.asdict(self)

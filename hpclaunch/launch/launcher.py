@@ -6,8 +6,6 @@ wire: it learns the controller is up from its connection files, and leaves
 written to the profile's state file at once, so another shell can take over.
 """
 
-import contextlib
-import fcntl
 import logging
 import os
 import sys
@@ -17,14 +15,16 @@ import hpclaunch
 from ..error import ConnectionFileError
 from ..protocol import paths, read_connection_file
 from .base import get_system
+from .controllerjob import ControllerJob, adopt_hosting_jobs
 from .errors import (
     ClusterAlreadyRunning,
     ClusterNotRunning,
     ControllerStartError,
     LaunchError,
-    describe_profile,
 )
-from .jobengines import JobEngines
+from .fanout import FanoutEngines
+from .guards import is_controller, start_lock
+from .jobengines import JobEngines, any_unfinished
 from .local import LocalSystem
 from .profile import load_profile
 from .processes import tail, wait_for_exit
@@ -64,12 +64,20 @@ class ClusterLauncher:
 
     def __init__(self, profile_dir, system=None, python=None, log_level=None, ip=None,
                  port=None, hb_period=None, hb_liveness=None, engine_timeout=None,
-                 controller_args=(), engine_args=(), env=None, profile=None):
+                 controller_args=(), engine_args=(), env=None, profile=None, allocation=None,
+                 controller_in_job=False):
         self.profile_dir = os.path.abspath(profile_dir)
         #: Launch settings (profile.toml): engines go to ``profile.system``'s batch jobs
-        #: unless it is 'local'; the controller always runs here (the login node).
+        #: unless it is 'local'; the controller runs here (the login node) unless
+        #: ``controller_in_job``, where one job runs the controller and the engines.
         self.profile = profile if profile is not None else load_profile(self.profile_dir)
+        #: The batch job we run inside (batch-script mode): engines fan out across it.
+        self.allocation = allocation
+        self.controller_in_job = allocation is None and (
+            controller_in_job or self.profile.controller_in_job)
         self.jobs = JobEngines(self)
+        self.fanouts = FanoutEngines(self)
+        self.controller_job = ControllerJob(self)
         self.system = system or LocalSystem()
         self.python = python or sys.executable
         self.log_level = level_name(log_level)
@@ -94,7 +102,7 @@ class ClusterLauncher:
         launcher = cls(profile_dir, system=get_system(state.batch_system),
                        profile=_profile_or_default(profile_dir))
         launcher.state = state
-        if not state.controller_alive():
+        if not launcher.controller_running():
             launcher.clean_stale()
             raise ClusterNotRunning(
                 profile_dir, f" (cleaned up stale state of controller pid {state.controller.pid})"
@@ -106,12 +114,17 @@ class ClusterLauncher:
         state = ClusterState.load(self.profile_dir)
         if state is not None and state.controller_alive():
             return state.controller.pid
+        hosting = [j for j in state.jobs if j.hosts_controller] if state is not None else []
+        if hosting and (state.controller is None or not state.runs_here()) \
+                and any_unfinished(hosting):  # its controller is (or comes up) in that job
+            return state.controller.pid if state.controller else \
+                f"controller coming up in {hosting[0].system} job {hosting[0].job_id}"
         try:
             info = read_connection_file(paths.client_file(self.profile_dir),
                                         check_permissions=False)
         except ConnectionFileError:
             return None
-        return info.get("controller_pid") if _is_controller(info.get("controller_pid")) else None
+        return info.get("controller_pid") if is_controller(info.get("controller_pid")) else None
 
     def clean_stale(self):
         """Remove what a dead cluster left: processes still alive, state, connection files."""
@@ -130,17 +143,25 @@ class ClusterLauncher:
         self._remove_connection_files()
 
     # -- starting ------------------------------------------------------------
-    def start_controller(self, timeout=30.0):
-        """Start the controller and wait for its connection files; return client info."""
+    def start_controller(self, timeout=30.0, engines=None, progress=None):
+        """Start the controller and wait for its connection files; return client info.
+
+        With ``controller_in_job``: submit the job of the controller and ``engines``
+        engines, reporting its states to ``progress`` (see ControllerJob.wait)."""
         os.makedirs(paths.logs_dir(self.profile_dir), exist_ok=True)
-        with _start_lock(self.profile_dir):
+        # Inside the controller's job, the login side may hold the lock for a moment more.
+        with start_lock(self.profile_dir, wait=10.0 if self.allocation else 0.0):
+            hosting = adopt_hosting_jobs(self.profile_dir, self.allocation)
             pid = self.running_controller_pid()
             if pid is not None:
                 raise ClusterAlreadyRunning(self.profile_dir, pid)
             self.clean_stale()
-            return self._start_controller(timeout)
+            if not self.controller_in_job:
+                return self._start_controller(timeout, hosting)
+            self.controller_job.submit(engines, timeout)
+        return self.controller_job.wait(timeout, progress)
 
-    def _start_controller(self, timeout):
+    def _start_controller(self, timeout, hosting_jobs=()):
         argv = [self.python, "-m", "hpclaunch.controller", "--profile-dir", self.profile_dir]
         for flag, value in (("--ip", self.ip), ("--port", self.port),
                             ("--hb-period", self.hb_period), ("--hb-liveness", self.hb_liveness),
@@ -151,7 +172,7 @@ class ClusterLauncher:
         log_path = os.path.join(paths.logs_dir(self.profile_dir), "controller.log")
         record = self.system.start(argv, log_path, "controller", env=self.env)
         self.state = ClusterState(self.profile_dir, batch_system=self.system.name,
-                                  controller=record)
+                                  controller=record, jobs=hosting_jobs)
         self.state.save()
         info = self._wait_for_connection_files(record, timeout)
         self.state.url = info["url"]
@@ -193,8 +214,14 @@ class ClusterLauncher:
         """Start ``n`` more engines; return their records (registration is the caller's)."""
         if n < 1:
             raise ValueError(f"the number of engines must be at least 1, not {n}")
+        if self.controller_in_job:
+            return []  # the controller's job starts them
         if self.state is None or not self.state.controller_alive():
             raise ClusterNotRunning(self.profile_dir, " (start the controller first)")
+        if self.allocation is not None:
+            self.fanouts.start(n, self.allocation.fanout_for(self.profile),
+                               self.profile.cpus_per_engine or 1)
+            return []
         if self.submits_jobs:
             self.jobs.submit(n)
             return []
@@ -211,8 +238,9 @@ class ClusterLauncher:
 
     @property
     def submits_jobs(self):
-        """Whether engines start as batch jobs (any system but 'local')."""
-        return self.profile.system != "local"
+        """Whether batch jobs run the engines (any system but 'local', unless we are
+        already inside the job: then they fan out across it)."""
+        return self.profile.system != "local" and self.allocation is None
 
     def engine_argv(self):
         """The command line of one engine (locally, or inside a batch job)."""
@@ -225,8 +253,11 @@ class ClusterLauncher:
         return argv + self.engine_args
 
     def expected_engines(self):
-        """How many engines were launched (as processes or inside jobs)."""
-        return self.state.n if self.state else 0
+        """How many engines were launched (as processes, inside jobs, or are coming
+        with the controller's job)."""
+        if self.state is None:
+            return 0
+        return max(self.state.n, sum(j.engines for j in self.state.jobs if j.hosts_controller))
 
     # -- watching ------------------------------------------------------------
     def engine_records(self):
@@ -238,8 +269,16 @@ class ClusterLauncher:
                 if not self.system.is_running(r)]
 
     def controller_running(self):
-        return (self.state is not None and self.state.controller is not None
-                and self.system.is_running(self.state.controller))
+        """Whether the controller runs: its pid here, or (in a job on another node, or
+        not up yet in its job) whether the job that hosts it is still queued or running."""
+        state = self.state
+        if state is None:
+            return False
+        if state.controller is not None and state.runs_here():
+            return self.system.is_running(state.controller)
+        hosting = [j.job_id for j in state.jobs if j.hosts_controller]
+        states = self.jobs.poll() if hosting else {}
+        return any(not states[j].finished for j in hosting if j in states)
 
     # -- stopping ------------------------------------------------------------
     def stop_engines(self, grace=5.0):
@@ -274,8 +313,10 @@ class ClusterLauncher:
             # The controller leaves last (after telling engines); engines still up a
             # moment later missed the word and get SIGTERM, which they handle cleanly.
             wait_for_exit([state.controller], graceful_wait)
-            wait_for_exit(state.engines, ENGINE_GRACE)
-        unfinished = self.jobs.cancel() if state.jobs else []
+            wait_for_exit([r for r in records if r is not state.controller], ENGINE_GRACE)
+            self._wait_for_hosting_jobs(graceful_wait)
+        own = [self.allocation.job_id] if self.allocation else []
+        unfinished = self.jobs.cancel(keep=own) if state.jobs else []
         leftovers = self.system.stop(records, grace=grace)
         still = [r.pid for r in records if r.is_alive()]
         state.remove()
@@ -290,13 +331,25 @@ class ClusterLauncher:
                               f"({', '.join(j.state for j in unfinished)}); check them with "
                               f"the scheduler (e.g. squeue -j {ids.replace(' ', ',')})")
 
+    def _wait_for_hosting_jobs(self, timeout):
+        """Let a job whose controller was asked to shut down end on its own (it then shows
+        as done rather than cancelled); never waits for the job we run in."""
+        own = self.allocation.job_id if self.allocation else None
+        hosting = [j.job_id for j in self.state.jobs if j.hosts_controller and j.job_id != own]
+        deadline = time.monotonic() + timeout
+        while hosting and time.monotonic() < deadline:
+            states = self.jobs.poll(force=True)
+            if all(states[j].finished for j in hosting):
+                return
+            time.sleep(0.5)
+
     def _remove_connection_files(self, controller_pid=None):
         """Remove connection files unless a different, live controller wrote them."""
         for path in (paths.client_file(self.profile_dir), paths.engine_file(self.profile_dir)):
             try:
                 info = read_connection_file(path, check_permissions=False)
                 owner = info.get("controller_pid")
-                if owner != controller_pid and _is_controller(owner):
+                if owner != controller_pid and is_controller(owner):
                     continue
             except ConnectionFileError:
                 pass
@@ -304,19 +357,6 @@ class ClusterLauncher:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
-
-
-@contextlib.contextmanager
-def _start_lock(pdir):
-    """Hold the profile's start lock: two ``start``s at once would share one profile."""
-    with open(os.path.join(pdir, ".start.lock"), "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LaunchError(
-                f"another hpclaunch start is starting the cluster of {describe_profile(pdir)[0]} "
-                "right now; wait for it, then use hpclaunch status") from None
-        yield
 
 
 def _profile_or_default(pdir):
@@ -335,20 +375,3 @@ def _next_engine_index(records):
     indices = [int(r.role.split("-", 1)[1]) for r in records
                if r.role.startswith("engine-") and r.role.split("-", 1)[1].isdigit()]
     return max(indices, default=-1) + 1
-
-
-def _is_controller(pid):
-    """Whether ``pid`` is a live hpclaunch controller (of anyone's launching)."""
-    if not isinstance(pid, int):
-        return False
-    import psutil
-
-    try:
-        proc = psutil.Process(pid)
-        argv = proc.cmdline()
-        words = " ".join(argv)
-        return (proc.status() != psutil.STATUS_ZOMBIE
-                and ("hpclaunch.controller" in words or ("hpclaunch" in words
-                                                          and "controller" in argv)))
-    except psutil.Error:
-        return False

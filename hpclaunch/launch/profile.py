@@ -46,6 +46,8 @@ class Profile:
     skip_directives: list = dataclasses.field(default_factory=list)
     parallel_environment: str = None
     controller_ip: str = None
+    #: Run the controller inside the engines' job (start --controller-in-job) instead of here.
+    controller_in_job: bool = False
     template: str = None
     python: str = None
     job_name: str = "hpclaunch"
@@ -75,6 +77,9 @@ class Profile:
             raise ProfileError(f"job_shape = 'array' starts one engine per array task, so "
                                f"fanout = {self.fanout!r} does not apply; remove fanout or "
                                "set it to 'array'")
+        if not isinstance(self.controller_in_job, bool):
+            raise ProfileError(f"controller_in_job = {self.controller_in_job!r} must be true "
+                               "or false")
         for name in ("env_setup", "extra_directives", "skip_directives"):
             value = getattr(self, name)
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):

@@ -63,8 +63,11 @@ def split_engines(n, jobs):
     return [n // jobs + (1 if k < n % jobs else 0) for k in range(jobs)]
 
 
-def plan_jobs(profile, n, pdir, engine_argv):
-    """The JobScripts that start ``n`` engines running ``engine_argv`` for ``profile``."""
+def plan_jobs(profile, n, pdir, engine_argv, in_job_command=None):
+    """The JobScripts that start ``n`` engines running ``engine_argv`` for ``profile``.
+
+    With ``in_job_command`` (controller-in-job) there is one job of ``n`` tasks whose
+    script runs that command, which starts the controller and fans out the engines."""
     if n < 1:
         raise ProfileError(f"a cluster needs at least 1 engine, not -n {n}")
     if profile.system == "local":
@@ -78,13 +81,20 @@ def plan_jobs(profile, n, pdir, engine_argv):
     jobs_dir = os.path.join(pdir, "jobs")
     logs = paths.logs_dir(pdir)
     array = profile.job_shape == "array"
+    if in_job_command and (array or profile.jobs_count() > 1):
+        raise ProfileError(f"the controller runs inside one job that starts every engine, so "
+                           f"job_shape = {profile.job_shape!r} does not apply; set job_shape = "
+                           "'one-job' or leave out --controller-in-job")
     counts = [n] if array else split_engines(n, profile.jobs_count())
     planned = []
     for k, engines in enumerate(counts, start=1):
         token = kind.output_array_token if array else kind.output_job_token
-        output = os.path.join(logs, f"job-{k}-{token}.out")
+        name = "controller" if in_job_command else f"job-{k}"
+        output = os.path.join(logs, f"{name}-{token}.out")
         context = job_context(profile, kind, engines, array, output, engine_argv, n, k)
-        script = os.path.join(jobs_dir, f"engines-{k}.sh")
+        context["in_job_command"] = in_job_command
+        script = os.path.join(jobs_dir, "controller.sh" if in_job_command
+                              else f"engines-{k}.sh")
         text = skip_directives(render_template(template, context), kind.directive_prefix,
                                profile.skip_directives)
         planned.append(JobScript(script, text, submit_shell(kind, script), engines,

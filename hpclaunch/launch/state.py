@@ -1,16 +1,19 @@
 """The cluster state file: what a profile's launcher started, so any shell can reattach.
 
 ``<profile dir>/cluster.json`` records the batch system, the controller and engine
-processes, the controller URL and when it all started. ``hpclaunch stop`` and
+processes (with the host they run on: inside a batch job that is not the login node),
+the controller URL and when it all started. ``hpclaunch stop`` and
 ``status`` read it from another shell (or after ``start --daemonize`` returned).
 Written atomically, so a reader never sees half a file.
 """
 
 import json
 import os
+import socket
 import tempfile
 import time
 
+from .fanout import FanoutRecord
 from .jobs import JobRecord
 from .processes import ProcessRecord
 
@@ -26,13 +29,18 @@ class ClusterState:
     """What one launch of a profile's cluster consists of."""
 
     def __init__(self, profile_dir, batch_system="local", controller=None, engines=(),
-                 url=None, n=0, started=None, launcher_pid=None, jobs=()):
+                 url=None, n=0, started=None, launcher_pid=None, jobs=(), fanouts=(),
+                 host=None):
         self.profile_dir = os.path.abspath(profile_dir)
         self.batch_system = batch_system
         self.controller = controller
         self.engines = list(engines)
         #: Batch jobs running engines (JobRecords); empty for a local cluster.
         self.jobs = list(jobs)
+        #: srun/mpiexec processes starting engines across an allocation (FanoutRecords).
+        self.fanouts = list(fanouts)
+        #: Where the recorded processes run; pids mean nothing on another host.
+        self.host = host or socket.gethostname()
         self.url = url
         self.n = n
         self.started = started if started is not None else time.time()
@@ -50,6 +58,8 @@ class ClusterState:
             "controller": self.controller.to_dict() if self.controller else None,
             "engines": [e.to_dict() for e in self.engines],
             "jobs": [j.to_dict() for j in self.jobs],
+            "fanouts": [f.to_dict() for f in self.fanouts],
+            "host": self.host,
             "url": self.url,
             "n": self.n,
             "started": self.started,
@@ -69,6 +79,8 @@ class ClusterState:
             started=data.get("started"),
             launcher_pid=data.get("launcher_pid"),
             jobs=[JobRecord.from_dict(j) for j in data.get("jobs", [])],
+            fanouts=[FanoutRecord.from_dict(f) for f in data.get("fanouts", [])],
+            host=data.get("host"),
         )
 
     def save(self):
@@ -104,11 +116,20 @@ class ClusterState:
         except FileNotFoundError:
             pass
 
+    def runs_here(self):
+        """Whether the recorded processes run on this host (so their pids can be checked)."""
+        return self.host == socket.gethostname()
+
     def all_records(self):
-        return ([self.controller] if self.controller else []) + self.engines
+        """Every recorded process on this host (none when they run on another node)."""
+        if not self.runs_here():
+            return []
+        return (([self.controller] if self.controller else []) + self.engines
+                + [f.process for f in self.fanouts])
 
     def controller_alive(self):
-        return self.controller is not None and self.controller.is_alive()
+        return (self.controller is not None and self.runs_here()
+                and self.controller.is_alive())
 
     def living_engines(self):
         return [e for e in self.engines if e.is_alive()]

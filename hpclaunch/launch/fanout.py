@@ -1,0 +1,99 @@
+"""Engines started across the current allocation by one srun or mpiexec (batch-script mode).
+
+Inside a job the user already has, no new job is submitted: one local process
+(``srun --ntasks=N ...`` or ``mpiexec -n N ...``) starts every engine on the
+allocated nodes. That process is recorded in the cluster state with the number of
+engines it carries, so ``status``/``stop`` from another shell find it, and a
+fan-out that exits before its engines register fails ``start`` with its output.
+"""
+
+import dataclasses
+import logging
+import os
+import shutil
+
+from ..protocol import paths
+from .errors import LaunchError
+from .processes import ProcessRecord, tail
+
+log = logging.getLogger("hpclaunch.launch")
+
+#: How each fan-out starts ``n`` copies of a command with ``cpus`` CPUs each.
+FANOUT_COMMANDS = {
+    "srun": lambda n, cpus: ["srun", f"--ntasks={n}", f"--cpus-per-task={cpus}",
+                             "--kill-on-bad-exit=0"],
+    "mpiexec": lambda n, cpus: ["mpiexec", "-n", str(n)],
+}
+
+
+@dataclasses.dataclass
+class FanoutRecord:
+    """One srun/mpiexec process and how many engines it starts."""
+
+    process: ProcessRecord
+    engines: int
+
+    def to_dict(self):
+        return {"process": self.process.to_dict(), "engines": self.engines}
+
+    @classmethod
+    def from_dict(cls, data):
+        return cls(ProcessRecord.from_dict(data["process"]), int(data["engines"]))
+
+
+def fanout_argv(fanout, n, cpus, engine_argv, path=None):
+    """The command line that starts ``n`` engines; LaunchError if the launcher is missing."""
+    if fanout not in FANOUT_COMMANDS:
+        raise LaunchError(f"fanout = {fanout!r} cannot start engines inside a job; use "
+                          f"one of {', '.join(FANOUT_COMMANDS)}")
+    argv = FANOUT_COMMANDS[fanout](n, cpus)
+    if shutil.which(argv[0], path=path) is None:
+        hint = ("srun comes with Slurm; outside Slurm set fanout = 'mpiexec' in the profile"
+                if fanout == "srun" else "load your MPI module, or pip install mpich")
+        raise LaunchError(f"{argv[0]} is not on PATH, so engines cannot be started across "
+                          f"this job with fanout = {fanout!r}; {hint}")
+    return argv + list(engine_argv)
+
+
+class FanoutEngines:
+    """The fan-out processes of one cluster, on the launcher's state."""
+
+    def __init__(self, launcher):
+        self.launcher = launcher
+
+    @property
+    def records(self):
+        state = self.launcher.state
+        return list(state.fanouts) if state is not None else []
+
+    def start(self, n, fanout, cpus):
+        """Start one fan-out of ``n`` engines on this node; return its FanoutRecord."""
+        launcher = self.launcher
+        argv = fanout_argv(fanout, n, cpus, launcher.engine_argv(), launcher.env.get("PATH"))
+        index = len(self.records) + 1
+        log_path = os.path.join(paths.logs_dir(launcher.profile_dir), f"fanout-{index}.log")
+        process = launcher.system.start(argv, log_path, f"fanout-{index}", env=launcher.env)
+        record = FanoutRecord(process, n)
+        launcher.state.fanouts.append(record)
+        launcher.state.n += n
+        launcher.state.save()
+        log.info("%s (pid %d) starts %d engines; output in %s", fanout, process.pid, n, log_path)
+        return record
+
+    def engines_possible(self):
+        """Engines the fan-outs still running may yet bring up."""
+        return sum(f.engines for f in self.records
+                   if self.launcher.system.is_running(f.process))
+
+    def describe_failure(self, max_lines=12):
+        """The fan-outs that exited, with the last lines of their output (empty if none)."""
+        parts = []
+        for record in self.records:
+            process = record.process
+            if self.launcher.system.is_running(process):
+                continue
+            code = self.launcher.system.exit_code(process)
+            parts.append(f"--- {process.cmdline[0]} (pid {process.pid}, {record.engines} "
+                         f"engines) exited{'' if code is None else f' with status {code}'}; "
+                         f"last lines of {process.log}:\n{tail(process.log, lines=max_lines)}")
+        return "\n".join(parts)
