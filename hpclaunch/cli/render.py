@@ -11,7 +11,11 @@ from .options import profile_options, resolve_profile_dir
 @click.option("--log-level", default=None, help="Log level the engines would get.")
 @click.option("--engine-args", default="", metavar="ARGS",
               help="Extra words for every engine command line (as for start).")
-def render(n, profile, profile_dir, log_level, engine_args):
+@click.option("--controller-in-job", is_flag=True,
+              help="Show the one job that runs the controller and the engines (as for start).")
+@click.option("--timeout", type=float, default=60.0, show_default=True,
+              help="The start --timeout the controller's job is given (--controller-in-job).")
+def render(n, profile, profile_dir, log_level, engine_args, controller_in_job, timeout):
     """Print exactly the scripts and submit commands start would submit; submit nothing."""
     import shlex
 
@@ -25,16 +29,20 @@ def render(n, profile, profile_dir, log_level, engine_args):
         else existing_profile_dir(profile)
     try:
         launcher = ClusterLauncher(pdir, log_level=log_level,
-                                   engine_args=shlex.split(engine_args))
+                                   engine_args=shlex.split(engine_args),
+                                   controller_in_job=controller_in_job)
         if not launcher.submits_jobs:
             raise LaunchError(f"profile at {pdir} has system = 'local': engines start as "
                               "processes here and there is no job script to show; set "
                               "system in its profile.toml (hpclaunch profile show)")
-        jobs = launcher.jobs.plan(n)
+        jobs = [launcher.controller_job.plan(n, timeout)] if launcher.controller_in_job \
+            else launcher.jobs.plan(n)
     except LaunchError as e:
         raise click.ClickException(str(e))
     for job in jobs:
-        click.echo(f"# ---- {job.path} ({job.engines} engine{'s' if job.engines != 1 else ''}"
+        what = "controller and " if launcher.controller_in_job else ""
+        plural = "s" if job.engines != 1 else ""
+        click.echo(f"# ---- {job.path} ({what}{job.engines} engine{plural}"
                    f"{', array of ' + str(job.array_size) + ' tasks' if job.array_size else ''})")
         click.echo(job.text, nl=False)
         click.echo(f"# ---- submit with:\n{job.submit}\n")

@@ -24,16 +24,22 @@ def _raise_terminated(_signum, _frame):
     raise _Terminated()
 
 
-@click.command()
+@click.command(context_settings={"allow_interspersed_args": False})
 @click.option("-n", "n", type=int, default=None, callback=_at_least_one, metavar="N",
-              help="Number of engines (default: the profile's nodes x engines_per_node, "
-                   "else the number of CPUs here).")
+              help="Number of engines (default: with --in-job the job's task slots, else the "
+                   "profile's nodes x engines_per_node, else the number of CPUs here).")
 @profile_options
 @click.option("--daemonize", is_flag=True,
               help="Return once every engine is up and leave the cluster running.")
+@click.option("--in-job", is_flag=True,
+              help="Inside your own batch job: controller here, engines across the job by "
+                   "srun/mpiexec (no job is submitted), then run COMMAND and stop.")
+@click.option("--controller-in-job", is_flag=True,
+              help="Submit one job that runs the controller and the engines (start --in-job); "
+                   "also profile field controller_in_job = true.")
 @click.option("--ip", default=None,
               help="Address the controller listens on (default: the profile's controller_ip, "
-                   "else 127.0.0.1).")
+                   "else 127.0.0.1; inside a job 0.0.0.0, announced by host name).")
 @click.option("--port", type=int, default=None, help="Controller port (default: a free one).")
 @click.option("--timeout", type=float, default=60.0, show_default=True,
               help="Seconds for the controller and all engines to come up.")
@@ -46,19 +52,28 @@ def _raise_terminated(_signum, _frame):
               help="Extra words for every controller command line (shell quoting).")
 @click.option("--engine-args", default="", metavar="ARGS",
               help="Extra words for every engine command line, e.g. '--timeout 30'.")
-def start(n, profile, profile_dir, daemonize, ip, port, timeout, hb_period, hb_liveness,
-          log_level, controller_args, engine_args):
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def start(n, profile, profile_dir, daemonize, in_job, controller_in_job, ip, port, timeout,
+          hb_period, hb_liveness, log_level, controller_args, engine_args, command):
     """Start a controller here and N engines (here, or as batch jobs per the profile).
 
     A profile whose profile.toml says system = 'slurm' (see hpclaunch profile)
     submits the engines as jobs and shows each job's state; the controller stays
-    on this machine. Logs go to PROFILE_DIR/logs. Without --daemonize the cluster
-    runs until Ctrl-C (or SIGTERM), then stops; with it, stop it later with
-    hpclaunch stop.
+    on this machine unless --controller-in-job. Logs go to PROFILE_DIR/logs.
+    Without --daemonize the cluster runs until Ctrl-C (or SIGTERM), then stops;
+    with it, stop it later with hpclaunch stop.
+
+    \b
+    In your own sbatch/qsub/bsub script (batch-script mode):
+      hpclaunch start --in-job --profile P -- python driver.py
+    starts the controller and one engine per task slot, runs the driver (whose
+    hl.Client(profile='P') finds the cluster), stops everything and exits with
+    the driver's status.
     """
     from ..cluster import Cluster
     from ..error import HpclaunchError
     from ..launch import describe_profile, load_profile, tail
+    from .injob import IN_JOB_IP, choose_mode, engines_in_allocation, run_command
     from .progress import JobProgress, RegistrationProgress
 
     pdir = resolve_profile_dir(profile, profile_dir)
@@ -67,28 +82,41 @@ def start(n, profile, profile_dir, daemonize, ip, port, timeout, hb_period, hb_l
         settings = load_profile(pdir)
     except HpclaunchError as e:
         raise click.ClickException(str(e))
-    ip = ip or settings.controller_ip or "127.0.0.1"
+    allocation, controller_in_job = choose_mode(in_job, controller_in_job, command, daemonize,
+                                                settings)
+    if allocation is not None:
+        n = n or engines_in_allocation(allocation)
+        ip = ip or settings.controller_ip or IN_JOB_IP
+    elif not controller_in_job:  # else the job picks its address (profile, or --ip if given)
+        ip = ip or settings.controller_ip or "127.0.0.1"
     whole_nodes = (settings.nodes or 0) * (settings.engines_per_node or 0)
-    cluster = Cluster(n=n or whole_nodes or os.cpu_count() or 1, profile_dir=pdir, log_level=log_level,
-                      controller_ip=ip, controller_port=port, hb_period=hb_period,
-                      hb_liveness=hb_liveness, start_timeout=timeout,
+    cluster = Cluster(n=n or whole_nodes or os.cpu_count() or 1, profile_dir=pdir,
+                      log_level=log_level, controller_ip=ip, controller_port=port,
+                      hb_period=hb_period, hb_liveness=hb_liveness, start_timeout=timeout,
                       controller_args=shlex.split(controller_args),
-                      engine_args=shlex.split(engine_args), shutdown_atexit=not daemonize)
+                      engine_args=shlex.split(engine_args), shutdown_atexit=not daemonize,
+                      allocation=allocation, controller_in_job=controller_in_job)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_terminated)
     progress = RegistrationProgress()
     job_progress = JobProgress()
     up = False
     try:
-        cluster.start_controller_sync()
+        cluster.start_controller_sync(job_progress=job_progress)
+        where = f"; inside {allocation.system} job {allocation.job_id}, engines by " \
+                f"{allocation.fanout_for(settings)}" if allocation else \
+                f"; inside {cluster.jobs[0].system} job {cluster.jobs[0].job_id}" \
+                if controller_in_job else ""
         click.echo(f"controller pid {cluster.controller_pid} listening at {cluster.url} "
-                   f"({label})")
-        if settings.system != "local" and ip.startswith("127."):
+                   f"({label}{where})")
+        if settings.system != "local" and not (allocation or controller_in_job) \
+                and ip.startswith("127."):
             click.echo(f"note: engines in {settings.system} jobs reach the controller only if "
                        f"they run on this machine; for compute nodes set controller_ip in "
                        f"{pdir}/profile.toml (or pass --ip)")
         cluster.start_engines_sync()
-        job_progress.submitted(cluster.jobs)
+        if not (allocation or controller_in_job):
+            job_progress.submitted(cluster.jobs)
         rc = cluster.connect_client_sync()
         cluster.wait_for_engines(rc, on_progress=progress, on_jobs=job_progress)
         progress.done()
@@ -99,8 +127,9 @@ def start(n, profile, profile_dir, daemonize, ip, port, timeout, hb_period, hb_l
         if daemonize:
             click.echo(f"running in the background; stop it with: hpclaunch stop {option}")
             return
-        click.echo("running in the foreground; press Ctrl-C to stop it")
-        while cluster.running:
+        if not command:
+            click.echo("running in the foreground; press Ctrl-C to stop it")
+        while cluster.running and not command:
             time.sleep(0.5)
     except KeyboardInterrupt:
         progress.done()
@@ -119,7 +148,13 @@ def start(n, profile, profile_dir, daemonize, ip, port, timeout, hb_period, hb_l
         if cluster.controller_pid is not None:
             _stop(cluster, "stopping the cluster after an unexpected error")
         raise
+    if command:
+        _run_and_stop(cluster, command, run_command)
     code = cluster.controller_exit_code
+    if controller_in_job:
+        _stop(cluster, "the controller's job ended (or its controller was shut down); "
+                       "cluster stopped")
+        return
     if code == 0:
         _stop(cluster, "the controller was shut down (hpclaunch stop, or a client's "
                        "shutdown(hub=True)); cluster stopped")
@@ -128,6 +163,17 @@ def start(n, profile, profile_dir, daemonize, ip, port, timeout, hb_period, hb_l
     _stop(cluster, "")
     raise click.ClickException(f"the controller exited unexpectedly (status {code}); last lines "
                                f"of {controller_log}:\n{tail(controller_log)}")
+
+
+def _run_and_stop(cluster, command, run_command):
+    """Run the driver, stop the cluster, exit with the driver's status (never returns)."""
+    click.echo(f"running: {shlex.join(command)}")
+    try:
+        code = run_command(command)
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM (scancel, walltime): the driver was killed
+        code = 130
+    _stop(cluster, f"{command[0]} exited with status {code}; stopping the cluster")
+    raise SystemExit(code)
 
 
 def _stop(cluster, message):
