@@ -105,6 +105,12 @@ class Cluster:
         return list(state.jobs) if state else []
 
     @property
+    def fanouts(self):
+        """The srun/mpiexec processes starting engines across an allocation (FanoutRecords)."""
+        state = self._launcher.state
+        return list(state.fanouts) if state else []
+
+    @property
     def controller_exit_code(self):
         """The controller's exit status once it ended (None while running, or if unknown)."""
         state = self._launcher.state

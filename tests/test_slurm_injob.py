@@ -41,8 +41,19 @@ USER_SCRIPT = """\
 #SBATCH --ntasks={ntasks}
 #SBATCH --time=00:10:00
 #SBATCH --output={output}
+{body}"""
+#: The documented one-command form: start, run the driver, stop, exit with its status.
+RUN_DRIVER = """\
 {python} -m hpclaunch start --in-job --profile {profile} -- {python} {driver}
 echo "hpclaunch exited with status $?"
+"""
+#: The cluster left up (--daemonize) for several steps, then stopped by hand.
+DAEMONIZED = """\
+{python} -m hpclaunch start --in-job --profile {profile} --daemonize
+{python} -m hpclaunch status --profile {profile}
+{python} {driver}
+{python} -m hpclaunch stop --profile {profile}
+echo "stop exited with status $?"
 """
 
 
@@ -60,13 +71,13 @@ def wait_until_finished(job_id, timeout=180):
     return state
 
 
-def submit_user_script(tmp_path, name, ntasks, status):
+def submit_user_script(tmp_path, name, ntasks, status, body=RUN_DRIVER):
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER.format(profile=name, status=status))
     output = tmp_path / "job-%j.out"
     script = tmp_path / "user-job.sh"
-    script.write_text(USER_SCRIPT.format(ntasks=ntasks, output=output, python=sys.executable,
-                                         profile=name, driver=driver))
+    body = body.format(python=sys.executable, profile=name, driver=driver)
+    script.write_text(USER_SCRIPT.format(ntasks=ntasks, output=output, body=body))
     submitted = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True,
                                text=True, check=True)
     job_id = submitted.stdout.strip().split(";")[0]
@@ -105,6 +116,21 @@ def test_user_batch_script_exits_with_the_drivers_status(slurm, tmp_path):
     assert_nothing_left(pdir, [job_id])
 
 
+def test_user_batch_script_with_a_daemonized_cluster_status_and_stop(slurm, tmp_path):
+    name = "slurm-batchscript-daemon"
+    pdir = make_profile(name)
+    job_id, output = submit_user_script(tmp_path, name, ntasks=3, status=0, body=DAEMONIZED)
+    wait_until_finished(job_id)
+    with open(output) as f:
+        out = f.read()
+    assert "running in the background; stop it with: hpclaunch stop" in out
+    assert "engines: 3 registered of 3 launched" in out
+    assert "driver: 3 engines, map of 40 correct" in out
+    assert f"stopped the cluster of profile '{name}': controller pid" in out
+    assert "and 3 engines\n" in out and "stop exited with status 0" in out
+    assert_nothing_left(pdir, [job_id])
+
+
 def test_controller_in_job_map_status_stop(slurm):
     name = "slurm-cij"
     pdir = make_profile(name, controller_ip="0.0.0.0")
@@ -115,17 +141,16 @@ def test_controller_in_job_map_status_stop(slurm):
     assert started.returncode == 0, started.stdout + started.stderr
     out = started.stdout
     ids = job_ids(pdir)
-    assert len(ids) == 1
     print(f"\ncontroller-in-job: start -> 4 engines registered in {elapsed:.1f} s\n{out}")
-    lines = out.splitlines()
-    assert lines[0].startswith(f"submitted slurm job {ids[0]} (4 engines; script "
-                               f"{pdir}/jobs/controller.sh)")
-    assert f"job {ids[0]}: running" in lines
-    controller_line = next(i for i, line in enumerate(lines) if line.startswith("controller pid"))
-    assert f"(profile '{name}'; inside slurm job {ids[0]})" in lines[controller_line]
-    assert lines.index(f"job {ids[0]}: running") < controller_line
-    assert any("(4/4)" in line for line in lines[controller_line:])
     try:
+        assert len(ids) == 1
+        lines = out.splitlines()
+        assert lines[0].startswith(f"submitted slurm job {ids[0]} (4 engines; script "
+                                   f"{pdir}/jobs/controller.sh)")
+        up = next(i for i, line in enumerate(lines) if line.startswith("controller pid"))
+        assert f"(profile '{name}'; inside slurm job {ids[0]})" in lines[up]
+        assert f"job {ids[0]}: running" in lines[:up], "running is shown before controller up"
+        assert any("(4/4)" in line for line in lines[up:])
         in_jobs = run_map(name, 4)
         assert in_jobs == {ids[0]}, "the engines run inside the controller's job"
         status = hpclaunch("status", "--profile", name)

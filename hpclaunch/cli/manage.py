@@ -25,7 +25,8 @@ def stop(profile, profile_dir):
 
     cluster = _attach(profile, profile_dir)
     label, _ = describe_profile(cluster.profile_dir)
-    pid, engines, jobs = cluster.controller_pid, len(cluster.engine_pids), cluster.jobs
+    pid, jobs = cluster.controller_pid, cluster.jobs
+    engines = len(cluster.engine_pids) + sum(f.engines for f in cluster.fanouts)
     try:
         cluster.stop_cluster_sync()
     except LaunchError as e:

@@ -102,6 +102,9 @@ class ControllerJob:
             taken_over = self._taken_over_state(record)
             if taken_over is not None:
                 launcher.state = taken_over
+                states = launcher.jobs.poll(force=True)
+                if progress is not None and states != seen:
+                    progress(states)  # "running" before "controller up", however fast it was
                 return read_client_info(launcher.profile_dir)
             state = states[record.job_id]
             if state.finished or time.monotonic() > deadline:
