@@ -2,6 +2,7 @@
 the environment, the errors outside a job, and the job script that render shows."""
 
 import os
+import subprocess
 
 import pytest
 
@@ -9,6 +10,7 @@ from batch_helpers import hpclaunch, make_profile
 from conftest import processes_under
 from hpclaunch.launch import ProfileError, Profile, state_file
 from hpclaunch.launch.allocation import NotInAllocation, current_allocation
+from test_mpi import mpich  # noqa: F401 - the fixture that builds the mpich venv
 
 #: Scheduler variables a test's own shell may have (a test run inside a real job).
 JOB_VARIABLES = ("SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID", "JOB_ID")
@@ -115,3 +117,31 @@ def test_controller_job_needs_one_job_shape():
     result = hpclaunch("render", "--profile", "injob-array", "-n", "4", "--controller-in-job")
     assert result.returncode == 1
     assert "job_shape = 'array' does not apply" in result.stderr
+
+
+@pytest.mark.mpi
+def test_in_job_mpiexec_fanout_runs_the_driver(mpich, tmp_path):
+    """The mpiexec fan-out, as under PBS/SGE/LSF. No such scheduler exists here, so the test
+    sets the variables an LSF job has (LSB_JOBID, LSB_DJOB_NUMPROC); mpiexec (the mpich
+    wheel's), the controller, the engines and the driver are real."""
+    name = "injob-mpiexec"
+    pdir = make_profile(name, "lsf")
+    driver = tmp_path / "driver.py"
+    driver.write_text(
+        "import hpclaunch as hl\n"
+        f"rc = hl.Client(profile={name!r}, timeout=30)\n"
+        "pids = rc[:].apply_sync(lambda: __import__('os').getpid())\n"
+        "print('driver:', len(rc.ids), 'engines,', len(set(pids)), 'processes,',\n"
+        "      sum(rc[:].map_sync(lambda x: x + 1, range(30))))\n"
+        "rc.close()\n")
+    python = os.path.join(mpich, "bin", "python")
+    env = dict(outside_any_job(), LSB_JOBID="4242", LSB_DJOB_NUMPROC="3",
+               PATH=os.path.join(mpich, "bin") + os.pathsep + os.environ["PATH"])
+    result = subprocess.run([python, "-m", "hpclaunch", "start", "--in-job", "--profile", name,
+                             "--", python, str(driver)], capture_output=True, text=True,
+                            env=env, timeout=180, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "inside lsf job 4242, engines by mpiexec" in result.stdout
+    assert "driver: 3 engines, 3 processes, 465" in result.stdout
+    assert not os.path.exists(state_file(pdir))
+    assert processes_under(pdir) == []

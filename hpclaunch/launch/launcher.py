@@ -285,12 +285,17 @@ class ClusterLauncher:
         """End every engine (SIGTERM: they unregister), keep the controller running."""
         if self.state is None:
             return
-        leftovers = self.system.stop(self.state.engines, grace=grace)
-        unfinished = self.jobs.cancel() if self.state.jobs else []
-        self.state.engines = []
-        self.state.jobs = unfinished
-        self.state.n = 0
-        self.state.save()
+        state = self.state
+        fanouts = [f.process for f in state.fanouts] if state.runs_here() else []
+        leftovers = self.system.stop(state.engines + fanouts, grace=grace)
+        hosting = [j for j in state.jobs if j.hosts_controller]  # it runs the controller too
+        unfinished = self.jobs.cancel(keep=[j.job_id for j in hosting]) if state.jobs else []
+        state.engines = []
+        if fanouts:
+            state.fanouts = []
+        state.jobs = hosting + unfinished
+        state.n = 0
+        state.save()
         if unfinished:
             raise LaunchError(f"batch jobs {' '.join(j.job_id for j in unfinished)} were "
                               "cancelled but are still in the queue; check them with the "
