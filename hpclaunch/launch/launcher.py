@@ -222,6 +222,10 @@ class ClusterLauncher:
             argv += ["--timeout", str(self.engine_timeout)]
         if self.log_level is not None:
             argv += ["--log-level", str(self.log_level)]
+        if self.profile.uses_mpi:
+            argv.append("--mpi")
+        if self.profile.ids_follow_ranks:
+            argv.append("--ids-follow-ranks")
         return argv + self.engine_args
 
     def expected_engines(self):

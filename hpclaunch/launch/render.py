@@ -108,7 +108,8 @@ def job_context(profile, kind, engines, array, output, engine_argv, total, index
         memory=kind.format_memory(memory) if memory else None,
         memory_per_cpu=kind.format_memory(-(-memory // cpus)) if memory else None,
         memory_per_node=kind.format_memory(memory * per_node) if memory and per_node else None,
-        engine_command=shlex.join(engine_argv))
+        engine_command=shlex.join(engine_argv),
+        mpiexec_command=shlex.join(kind.mpiexec_argv(profile, engines)))
     return context
 
 
