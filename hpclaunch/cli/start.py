@@ -83,7 +83,7 @@ def start(n, profile, profile_dir, daemonize, ip, port, timeout, hb_period, hb_l
         cluster.start_controller_sync()
         click.echo(f"controller pid {cluster.controller_pid} listening at {cluster.url} "
                    f"({label})")
-        if settings.system != "local" and ip.startswith("127."):
+        if settings.system not in ("local", "mpi") and ip.startswith("127."):
             click.echo(f"note: engines in {settings.system} jobs reach the controller only if "
                        f"they run on this machine; for compute nodes set controller_ip in "
                        f"{pdir}/profile.toml (or pass --ip)")
