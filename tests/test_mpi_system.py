@@ -7,6 +7,7 @@ Tests that need MPI or Slurm carry the ``mpi``/``slurm`` markers; the validation
 and the flavour rules need neither and stay in the fast subset.
 """
 
+import json
 import os
 import sys
 import time
@@ -134,6 +135,29 @@ def test_dying_rank_is_reported_with_mpiexecs_output(mpich, tmp_path):  # noqa: 
     assert os.path.join(pdir, "logs", "job-1-mpiexec.out") in result.stderr
     assert "hpclaunch: mpiexec exited with status" in result.stderr
     assert processes_under(pdir) == []
+
+
+@pytest.mark.mpi
+def test_stop_after_the_controller_died_ends_mpiexec_and_every_rank(mpich):  # noqa: F811
+    """No controller to tell the engines: stop must signal the job's whole process tree."""
+    name = "mpi-controller-killed"
+    pdir = mpi_profile(name, mpich)
+    started = hpclaunch("start", "--profile", name, "-n", str(N), "--daemonize")
+    assert started.returncode == 0, started.stdout + started.stderr
+    (job_id,) = job_ids(pdir)
+    tree = job_tree(job_id)
+    assert len([p for p in tree if p.cmdline()[1:3] == ["-m", "hpclaunch.engine"]]) == N
+    with open(os.path.join(pdir, "cluster.json")) as f:
+        controller = psutil.Process(json.load(f)["controller"]["pid"])
+    controller.kill()
+    controller.wait(10)
+    stopped = hpclaunch("stop", "--profile", name)
+    assert "cleaned up stale state" in stopped.stderr, stopped.stderr
+    assert_tree_gone(pdir, tree)
+    with open(os.path.join(pdir, "logs", "job-1-mpiexec.out")) as f:
+        log = f.read()
+    assert "received SIGTERM" in log, "the engines were asked to leave before any SIGKILL"
+    assert "hpclaunch: mpiexec exited with status 0" in log, log
 
 
 @pytest.mark.mpi

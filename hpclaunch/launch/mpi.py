@@ -15,6 +15,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import time
 
 import psutil
 
@@ -24,7 +25,9 @@ from .scheduler import Scheduler, SchedulerError, register_dialect
 
 #: Seconds ``mpiexec --version`` may take.
 VERSION_TIMEOUT = 30.0
-#: Seconds cancelled ranks get to leave after SIGTERM before SIGKILL.
+#: Seconds a job gets to end by itself when cancelled (its engines may be leaving already).
+SETTLE = 3.0
+#: Seconds cancelled ranks, then the rest of the job, get to leave after SIGTERM.
 CANCEL_GRACE = 5.0
 
 #: Shells of mpi jobs this Python started (job id -> Popen): polling them reaps them
@@ -123,23 +126,49 @@ class MPIScheduler(Scheduler):
         return {str(j): _state(str(j)) for j in job_ids}
 
     def cancel(self, job_ids):
-        """SIGTERM the shell, mpiexec and every rank at once; SIGKILL what stays."""
         for job_id in map(str, job_ids):
-            proc = _job_process(job_id)
-            if proc is None:
-                continue
-            _CANCELLED.add(job_id)
-            try:
-                record = ProcessRecord(proc.pid, proc.cmdline(), proc.create_time(), None,
-                                       f"mpi job {job_id}")
-            except psutil.Error:
-                continue  # it ended just now
-            left = terminate([record], grace=CANCEL_GRACE, whole_tree=True)
-            if job_id in _STARTED:
-                _STARTED[job_id].poll()
+            left = _end_job(job_id)
             if left:
                 raise SchedulerError(f"mpi job {job_id}: processes {sorted(p.pid for p in left)} "
                                      "survived SIGKILL; end them by hand")
+
+
+def _end_job(job_id):
+    """End an mpi job; return the processes that survived SIGKILL.
+
+    Engines told to leave by the controller end the job by themselves within
+    moments, and a signal while MPI finalises reads as a crash in mpiexec's log, so
+    the job gets SETTLE seconds first. Then the engines get SIGTERM (they leave
+    cleanly and mpiexec exits), and only then what is left of the tree."""
+    proc = _job_process(job_id)
+    if proc is None or _wait_for_end(job_id, SETTLE):
+        return []
+    try:
+        record = ProcessRecord(proc.pid, proc.cmdline(), proc.create_time(), None,
+                               f"mpi job {job_id}")
+        tree = proc.children(recursive=True)
+    except psutil.Error:
+        return []  # it ended just now
+    _CANCELLED.add(job_id)
+    for rank in tree:
+        try:
+            if rank.cmdline()[1:3] == ["-m", "hpclaunch.engine"]:
+                rank.terminate()
+        except psutil.Error:
+            pass
+    if _wait_for_end(job_id, CANCEL_GRACE):
+        return []
+    return terminate([record], grace=CANCEL_GRACE, whole_tree=True)
+
+
+def _wait_for_end(job_id, timeout):
+    """Whether the job's shell ended within ``timeout`` seconds (our child: reaped)."""
+    deadline = time.monotonic() + timeout
+    while not _state(job_id).finished:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def _state(job_id):
