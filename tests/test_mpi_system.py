@@ -180,6 +180,27 @@ def test_flavour_is_read_from_mpiexec_version(mpich, openmpi):  # noqa: F811
     assert mpiexec_flavour(os.path.join(openmpi, "bin", "mpiexec")) == "openmpi"
 
 
+@pytest.mark.mpi
+def test_render_prints_the_mpiexec_script_start_runs(openmpi):  # noqa: F811
+    name = "mpi-render"
+    pdir = mpi_profile(name, openmpi, ids_follow_ranks=True, mpiexec_args=["--bind-to", "none"],
+                       env_setup=["export OMP_NUM_THREADS=1"])
+    result = hpclaunch("render", "--profile", name, "-n", "64")
+    assert result.returncode == 0, result.stderr
+    script = os.path.join(pdir, "jobs", "engines-1.sh")
+    assert f"# ---- {script} (64 engines)" in result.stdout
+    assert f"setsid bash {script} &" in result.stdout
+    lines = result.stdout.splitlines()
+    assert lines.index("export OMP_NUM_THREADS=1") < [i for i, line in enumerate(lines)
+                                                      if "hpclaunch.engine" in line][0]
+    (line,) = [line for line in lines if "hpclaunch.engine" in line]
+    root = ["--allow-run-as-root"] if os.geteuid() == 0 else []
+    assert line.startswith(" ".join([os.path.join(openmpi, "bin", "mpiexec"), "-n", "64", *root,
+                                     "--oversubscribe", "--bind-to", "none", ""]))
+    assert line.endswith("--mpi --ids-follow-ranks"), line
+    assert not os.path.exists(script), "render writes nothing"
+
+
 # -- mpi = true in batch profiles ---------------------------------------------------
 @pytest.mark.mpi
 def test_render_shows_mpi_flags_for_a_slurm_profile():
