@@ -52,9 +52,9 @@ def start(n, profile, profile_dir, daemonize, ip, port, timeout, hb_period, hb_l
 
     A profile whose profile.toml says system = 'slurm' (see hpclaunch profile)
     submits the engines as jobs and shows each job's state; the controller stays
-    on this machine. system = 'mpi' starts them as the ranks of one mpiexec here. Logs go to PROFILE_DIR/logs. Without --daemonize the cluster
-    runs until Ctrl-C (or SIGTERM), then stops; with it, stop it later with
-    hpclaunch stop.
+    on this machine. system = 'mpi' starts them as the ranks of one mpiexec here.
+    Logs go to PROFILE_DIR/logs. Without --daemonize the cluster runs until
+    Ctrl-C (or SIGTERM), then stops; with it, stop it later with hpclaunch stop.
     """
     from ..cluster import Cluster
     from ..error import HpclaunchError
