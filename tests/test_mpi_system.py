@@ -63,11 +63,18 @@ def job_tree(job_id):
     return [shell, *shell.children(recursive=True)]
 
 
+def running(proc):
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def assert_tree_gone(pdir, tree):
     deadline = time.monotonic() + 15
     alive = tree
     while time.monotonic() < deadline:
-        alive = [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        alive = [p for p in tree if running(p)]
         if not alive and not processes_under(pdir):
             break
         time.sleep(0.2)
