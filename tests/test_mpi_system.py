@@ -7,6 +7,7 @@ Tests that need MPI or Slurm carry the ``mpi``/``slurm`` markers; the validation
 and the flavour rules need neither and stay in the fast subset.
 """
 
+import importlib.util
 import json
 import os
 import sys
@@ -141,6 +142,20 @@ def test_dying_rank_is_reported_with_mpiexecs_output(mpich, tmp_path):  # noqa: 
     assert "BAD TERMINATION OF ONE OF YOUR APPLICATION PROCESSES" in result.stderr
     assert os.path.join(pdir, "logs", "job-1-mpiexec.out") in result.stderr
     assert "hpclaunch: mpiexec exited with status" in result.stderr
+    assert processes_under(pdir) == []
+
+
+@pytest.mark.mpi
+def test_engines_python_without_mpi4py_says_what_to_install(mpich):  # noqa: F811
+    """The profile forgot ``python``: every rank is hpclaunch's own Python, without mpi4py."""
+    if importlib.util.find_spec("mpi4py") is not None:
+        pytest.skip("this test needs a Python without mpi4py; the test's own has it")
+    name = "mpi-no-mpi4py"
+    pdir = mpi_profile(name, mpich, python=sys.executable)
+    result = hpclaunch("start", "--profile", name, "-n", "2", "--daemonize", "--timeout", "60")
+    assert result.returncode == 1
+    assert "ended (FAILED) before its engines registered" in result.stderr, result.stderr
+    assert "pip install 'hpclaunch[mpi]'" in result.stderr
     assert processes_under(pdir) == []
 
 
