@@ -213,9 +213,8 @@ def test_render_prints_the_mpiexec_script_start_runs(openmpi):  # noqa: F811
     assert f"# ---- {script} (64 engines)" in result.stdout
     assert f"setsid bash {script} &" in result.stdout
     lines = result.stdout.splitlines()
-    assert lines.index("export OMP_NUM_THREADS=1") < [i for i, line in enumerate(lines)
-                                                      if "hpclaunch.engine" in line][0]
     (line,) = [line for line in lines if "hpclaunch.engine" in line]
+    assert lines.index("export OMP_NUM_THREADS=1") < lines.index(line), "env_setup runs first"
     root = ["--allow-run-as-root"] if os.geteuid() == 0 else []
     assert line.startswith(" ".join([os.path.join(openmpi, "bin", "mpiexec"), "-n", "64", *root,
                                      "--oversubscribe", "--bind-to", "none", ""]))
