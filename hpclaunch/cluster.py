@@ -215,6 +215,10 @@ class Cluster:
                 seen = set(engines)
                 on_progress(engines, n)
             if len(engines) >= n:
+                if on_jobs is not None and self._launcher.submits_jobs:
+                    # the last poll may predate the start: show the jobs running now
+                    on_jobs({j: s for j, s in self._launcher.jobs.poll(force=True).items()
+                             if job_ids is None or j in job_ids})
                 return sorted(engines)
             if not self._launcher.controller_running():
                 record = self._launcher.state.controller

@@ -115,7 +115,7 @@ def add_engines(cluster, rc, n, timeout=None, on_progress=None, on_jobs=None,
     except BaseException as e:
         undone = _undo_add(launcher, old_records, old_jobs)
         if undone and isinstance(e, LaunchError):
-            raise LaunchError(f"{e}\n{undone}") from None
+            e.args = (f"{e}\nundoing the add: {undone}",)
         raise
 
 

@@ -65,7 +65,7 @@ def format_status(info):
     jobs = info.get("jobs") or []
     for job in jobs:
         lines.insert(-1, f"{job['system']} job {job['job_id']}: {job['state']} "
-                         f"({job['engines']} engines)")
+                         f"({job['engines']} engine{'s' if job['engines'] != 1 else ''})")
     header = ("ENGINE", "HOST", "PID", "STATE", "TASKS DONE") + (("JOB", "JOB STATE")
                                                                    if jobs else ())
     rows = [(str(r["id"]) if r["id"] is not None else "-", r["host"], str(r["pid"]),
