@@ -130,6 +130,10 @@ def test_stopping_every_engine_keeps_the_controller_and_a_reattached_cluster_gro
     assert wait_until(lambda: rc.ids == [2])
     argv = psutil.Process(again.engine_pids[0]).cmdline()
     assert argv[argv.index("--timeout") + 1] == "17", "added engines start like the first ones"
+    logs = paths.logs_dir(paths.profile_dir("grow-empty"))
+    with open(os.path.join(logs, "engine-0.log")) as f:
+        assert "shutdown requested" in f.read(), "a stopped engine's log is kept"
+    assert os.path.exists(os.path.join(logs, "engine-2.log"))
 
 
 def test_a_busy_local_engine_gets_sigterm_after_the_timeout(start_cluster):

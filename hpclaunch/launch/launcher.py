@@ -8,6 +8,7 @@ written to the profile's state file at once, so another shell can take over.
 
 import contextlib
 import fcntl
+import glob
 import logging
 import os
 import sys
@@ -204,7 +205,8 @@ class ClusterLauncher:
         argv = self.engine_argv()
         started = []
         for _ in range(n):
-            k = _next_engine_index(self.state.engines)
+            k = _next_engine_index(self.state.engines, paths.logs_dir(self.profile_dir),
+                                   self.state.started)
             log_path = os.path.join(paths.logs_dir(self.profile_dir), f"engine-{k}.log")
             started.append(self.system.start(argv, log_path, f"engine-{k}", env=self.env))
             self.state.update(lambda state: _add_engine(state, started[-1]))
@@ -355,10 +357,18 @@ def _add_engine(state, record):
     state.recount()
 
 
-def _next_engine_index(records):
-    """Log index for the next engine: one past the highest so far (logs never clash)."""
+def _next_engine_index(records, logs_dir, since):
+    """Log index for the next engine: one past the highest so far (logs never clash),
+    counting the logs this cluster wrote since ``since`` for engines stopped already."""
     indices = [int(r.role.split("-", 1)[1]) for r in records
                if r.role.startswith("engine-") and r.role.split("-", 1)[1].isdigit()]
+    for path in glob.glob(os.path.join(logs_dir, "engine-*.log")):
+        number = os.path.basename(path)[len("engine-"):-len(".log")]
+        try:
+            if number.isdigit() and os.path.getmtime(path) >= since:
+                indices.append(int(number))
+        except OSError:
+            continue
     return max(indices, default=-1) + 1
 
 
