@@ -231,7 +231,7 @@ def _retire_emptied_jobs(launcher, stopped):
     live = set(emptied)
     while live and time.monotonic() < deadline:
         states = launcher.jobs.poll(force=True)
-        live = {j for j in live if not states[j].finished}
+        live = {j for j in live if j in states and not states[j].finished}
         if live:
             time.sleep(0.5)
     queued = {j.job_id for j in launcher.jobs.cancel(job_ids=live)} if live else set()

@@ -113,7 +113,8 @@ class JobEngines:
         deadline = time.monotonic() + wait
         while live:
             states = self.poll(force=True)
-            live = [r for r in live if not states[r.job_id].finished]
+            # a job gone from the state was forgotten by another shell once it ended
+            live = [r for r in live if r.job_id in states and not states[r.job_id].finished]
             if not live or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
