@@ -184,3 +184,34 @@ def test_engines_report_their_batch_job_and_the_launcher_matches_it():
     assert job_of({"batch_job": "13.pbs01"}, jobs) == "13.pbs01"
     assert job_of({"batch_job": "99"}, jobs) is None
     assert job_of({}, jobs) is None and job_of({}, jobs[:1]) == "12[].pbs01"
+
+
+def test_status_and_stop_from_another_shell_see_engines_being_added():
+    import subprocess
+    import sys
+
+    name = "grow-other-shell"
+    pdir = paths.profile_dir(name)
+    started = hpclaunch("start", "-n", "1", "--profile", name, "--daemonize", *FAST)
+    assert started.returncode == 0, started.stdout + started.stderr
+    adding = subprocess.Popen(
+        [sys.executable, "-m", "hpclaunch", "engines", "add", "-n", "3", "--profile", name,
+         "--timeout", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: recorded_engines(pdir)[1] == 4, 30), "add records engines"
+        text, rows = status_rows(name)
+        assert "of 4 launched" in text and len(rows) == 4
+        stopped = hpclaunch("stop", "--profile", name)
+        assert stopped.returncode == 0, stopped.stderr
+        assert "and 4 engines" in stopped.stdout
+        out, err = adding.communicate(timeout=60)
+    finally:
+        if adding.poll() is None:
+            adding.kill()
+            adding.wait()
+    assert adding.returncode in (0, 1), out + err
+    if adding.returncode == 1:  # stop came before the three registered
+        assert "adding 3 engines failed; the cluster was stopped meanwhile" in err, err
+    assert wait_until(lambda: processes_under(pdir) == [])
+    assert not os.path.exists(state_file(pdir)), "a stopped cluster's state never reappears"

@@ -203,3 +203,34 @@ def test_add_whose_job_dies_or_is_rejected_leaves_the_cluster_as_it_was(slurm):
         assert "engines: 1 registered of 1 launched" in status.stdout
     finally:
         stop_leaves_nothing(name, pdir, tried)
+
+
+def test_status_and_stop_in_another_shell_see_a_job_that_add_waits_for(slurm):
+    import subprocess
+
+    name = "slurm-grow-other-shell"
+    pdir, first = start_daemonized(name, 1)
+    ids = list(first)
+    make_profile(name, extra_directives=["--begin=now+300"])  # the added job stays pending
+    adding = subprocess.Popen(
+        [sys.executable, "-m", "hpclaunch", "engines", "add", "-n", "2", "--profile", name,
+         "--timeout", "120"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while len(job_ids(pdir)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        ids = job_ids(pdir)
+        assert len(ids) == 2, "the added job is in the state file as soon as it is submitted"
+        status = hpclaunch("status", "--profile", name)
+        assert f"slurm job {ids[1]}: PENDING (2 engines)" in status.stdout
+        assert "1 registered of 3 launched" in status.stdout
+    finally:
+        stopped = hpclaunch("stop", "--profile", name)
+        out, err = adding.communicate(timeout=120)
+    assert stopped.returncode == 0, stopped.stderr
+    assert f"in slurm jobs {', '.join(ids)}" in stopped.stdout
+    assert adding.returncode == 1, out
+    assert "adding 2 engines failed; the cluster was stopped meanwhile" in err
+    assert_nothing_left(pdir, ids)
+    assert not os.path.exists(state_file(pdir))

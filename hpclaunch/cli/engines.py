@@ -48,8 +48,10 @@ def add(n, profile, profile_dir, timeout):
                                        on_jobs=job_progress, on_submitted=job_progress.submitted)
     except HpclaunchError as e:
         progress.done()
-        raise click.ClickException(f"adding {n} engine{'s' if n != 1 else ''} failed; the "
-                                   f"cluster is as it was. {e}")
+        outcome = "the cluster is as it was" if cluster.running else \
+            "the cluster was stopped meanwhile"
+        raise click.ClickException(f"adding {n} engine{'s' if n != 1 else ''} failed; "
+                                   f"{outcome}. {e}")
     except KeyboardInterrupt:
         progress.done()
         click.echo("interrupted; the engines this command started were stopped again")
