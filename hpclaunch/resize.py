@@ -195,10 +195,12 @@ def check_engine_ids(engine_ids, known, pdir):
     """The distinct ids asked for, or a LaunchError naming the unknown ones and the known."""
     from .launch import describe_profile
 
+    if isinstance(engine_ids, (int, str)):
+        engine_ids = [engine_ids]
     try:
         wanted = sorted({int(e) for e in engine_ids})
     except (TypeError, ValueError):
-        raise LaunchError(f"engine ids are whole numbers, not {list(engine_ids)!r}") from None
+        raise LaunchError(f"engine ids are whole numbers, not {engine_ids!r}") from None
     if not wanted:
         raise LaunchError("name at least one engine id to stop (see hpclaunch status)")
     unknown = [e for e in wanted if e not in known]

@@ -81,7 +81,7 @@ def test_add_then_stop_two_engines_through_the_cli():
 
 
 def test_unknown_ids_name_the_registered_ones(start_cluster):
-    cluster, _ = start_cluster(n=2, profile="grow-bad-ids")
+    cluster, rc = start_cluster(n=2, profile="grow-bad-ids")
     result = hpclaunch("engines", "stop", "0", "5", "9", "--profile", "grow-bad-ids")
     assert result.returncode == 1
     assert ("no engine 5, 9 in the cluster of profile 'grow-bad-ids'; its registered engines "
@@ -91,6 +91,11 @@ def test_unknown_ids_name_the_registered_ones(start_cluster):
     assert word.returncode == 2 and "'one' is not a valid integer" in word.stderr
     with pytest.raises(LaunchError, match=r"no engine 7 .* are: 0, 1"):
         cluster.stop_engine_sync(7)
+    with pytest.raises(LaunchError, match=r"engine ids are whole numbers, not \['x'\]"):
+        cluster.stop_engines_sync(["x"])
+    with pytest.raises(LaunchError, match="name at least one engine id"):
+        cluster.stop_engines_sync([])
+    assert rc.ids == [0, 1] and all(alive(p) for p in cluster.engine_pids)
 
 
 @pytest.mark.parametrize("command", [["add", "-n", "1"], ["stop", "0"]])
@@ -215,3 +220,11 @@ def test_status_and_stop_from_another_shell_see_engines_being_added():
         assert "adding 3 engines failed; the cluster was stopped meanwhile" in err, err
     assert wait_until(lambda: processes_under(pdir) == [])
     assert not os.path.exists(state_file(pdir)), "a stopped cluster's state never reappears"
+
+
+def test_engines_help_lists_add_and_stop():
+    result = hpclaunch("engines", "--help")
+    assert result.returncode == 0
+    assert re.search(r"^\s+add\s+Start K more engines", result.stdout, re.M)
+    assert re.search(r"^\s+stop\s+Stop engines by id", result.stdout, re.M)
+    assert re.search(r"^\s+engines\s+Add engines", hpclaunch("--help").stdout, re.M)
