@@ -8,6 +8,7 @@ written to the profile's state file at once, so another shell can take over.
 
 import contextlib
 import fcntl
+import glob
 import logging
 import os
 import sys
@@ -195,18 +196,20 @@ class ClusterLauncher:
             raise ValueError(f"the number of engines must be at least 1, not {n}")
         if self.state is None or not self.state.controller_alive():
             raise ClusterNotRunning(self.profile_dir, " (start the controller first)")
+        if self.state.engine_argv is None:
+            argv = self.engine_argv()
+            self.state.update(lambda state: setattr(state, "engine_argv", argv))
         if self.submits_jobs:
             self.jobs.submit(n)
             return []
         argv = self.engine_argv()
-        first = _next_engine_index(self.state.engines)
         started = []
-        for k in range(first, first + n):
+        for _ in range(n):
+            k = _next_engine_index(self.state.engines, paths.logs_dir(self.profile_dir),
+                                   self.state.started)
             log_path = os.path.join(paths.logs_dir(self.profile_dir), f"engine-{k}.log")
             started.append(self.system.start(argv, log_path, f"engine-{k}", env=self.env))
-            self.state.engines.append(started[-1])
-            self.state.n = len(self.state.engines)
-            self.state.save()
+            self.state.update(lambda state: _add_engine(state, started[-1]))
         return started
 
     @property
@@ -215,7 +218,10 @@ class ClusterLauncher:
         return self.profile.system != "local"
 
     def engine_argv(self):
-        """The command line of one engine (locally, or inside a batch job)."""
+        """The command line of one engine (locally, or inside a batch job): the one the
+        cluster's first engines got, when it has some, so added engines match them."""
+        if self.state is not None and self.state.engine_argv:
+            return list(self.state.engine_argv)
         python = self.profile.python if self.submits_jobs and self.profile.python else self.python
         argv = [python, "-m", "hpclaunch.engine", "--file", paths.engine_file(self.profile_dir)]
         if self.engine_timeout is not None:
@@ -250,12 +256,14 @@ class ClusterLauncher:
         """End every engine (SIGTERM: they unregister), keep the controller running."""
         if self.state is None:
             return
+        self.state.refresh()
         leftovers = self.system.stop(self.state.engines, grace=grace)
         unfinished = self.jobs.cancel() if self.state.jobs else []
-        self.state.engines = []
-        self.state.jobs = unfinished
-        self.state.n = 0
-        self.state.save()
+
+        def forget_all(state):
+            state.engines, state.jobs = [], unfinished
+            state.recount()
+        self.state.update(forget_all)
         if unfinished:
             raise LaunchError(f"batch jobs {' '.join(j.job_id for j in unfinished)} were "
                               "cancelled but are still in the queue; check them with the "
@@ -264,15 +272,29 @@ class ClusterLauncher:
             raise LaunchError(f"engine processes {sorted(p.pid for p in leftovers)} "
                               "survived SIGKILL; end them by hand")
 
+    def forget_engines(self, records, grace=5.0):
+        """Drop stopped engines from the state, ending any of them still running.
+
+        Returns the processes that survived SIGKILL (empty on success)."""
+        leftovers = self.system.stop(records, grace=grace)
+        gone = {(r.pid, r.create_time) for r in records}
+
+        def forget(state):
+            state.engines = [e for e in state.engines if (e.pid, e.create_time) not in gone]
+            state.recount()
+        self.state.update(forget)
+        return leftovers
+
     def stop(self, graceful_wait=0.0, grace=5.0):
         """End every process of the cluster; remove the state and connection files.
 
         ``graceful_wait``: seconds to let processes leave on their own first (after
         the caller asked the controller to shut down). Raises LaunchError naming any
         pid that could not be ended."""
-        state = self.state  # never a file re-read: it may name a newer cluster
+        state = self.state  # re-read only while it names this controller (not a newer one)
         if state is None:
             return
+        state.refresh()
         records = state.all_records()
         if graceful_wait > 0 and state.controller is not None:
             # The controller leaves last (after telling engines); engines still up a
@@ -334,10 +356,23 @@ def _profile_or_default(pdir):
         return Profile()
 
 
-def _next_engine_index(records):
-    """Log index for the next engine: one past the highest so far (logs never clash)."""
+def _add_engine(state, record):
+    state.engines.append(record)
+    state.recount()
+
+
+def _next_engine_index(records, logs_dir, since):
+    """Log index for the next engine: one past the highest so far (logs never clash),
+    counting the logs this cluster wrote since ``since`` for engines stopped already."""
     indices = [int(r.role.split("-", 1)[1]) for r in records
                if r.role.startswith("engine-") and r.role.split("-", 1)[1].isdigit()]
+    for path in glob.glob(os.path.join(logs_dir, "engine-*.log")):
+        number = os.path.basename(path)[len("engine-"):-len(".log")]
+        try:
+            if number.isdigit() and os.path.getmtime(path) >= since:
+                indices.append(int(number))
+        except OSError:
+            continue
     return max(indices, default=-1) + 1
 
 

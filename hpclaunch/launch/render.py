@@ -63,8 +63,9 @@ def split_engines(n, jobs):
     return [n // jobs + (1 if k < n % jobs else 0) for k in range(jobs)]
 
 
-def plan_jobs(profile, n, pdir, engine_argv):
-    """The JobScripts that start ``n`` engines running ``engine_argv`` for ``profile``."""
+def plan_jobs(profile, n, pdir, engine_argv, first_index=1):
+    """The JobScripts that start ``n`` engines running ``engine_argv`` for ``profile``;
+    jobs are numbered from ``first_index`` (later than a running cluster's jobs)."""
     if n < 1:
         raise ProfileError(f"a cluster needs at least 1 engine, not -n {n}")
     if profile.system == "local":
@@ -80,7 +81,7 @@ def plan_jobs(profile, n, pdir, engine_argv):
     array = profile.job_shape == "array"
     counts = [n] if array else split_engines(n, profile.jobs_count())
     planned = []
-    for k, engines in enumerate(counts, start=1):
+    for k, engines in enumerate(counts, start=first_index):
         token = kind.output_array_token if array else kind.output_job_token
         output = os.path.join(logs, f"job-{k}-{token}.out")
         context = job_context(profile, kind, engines, array, output, engine_argv, n, k)
