@@ -10,7 +10,6 @@ import atexit
 import os
 import secrets
 import shutil
-import socket
 import time
 
 from .launch import (
@@ -21,6 +20,7 @@ from .launch import (
     tail,
 )
 from .protocol import paths
+from .resize import STOP_TIMEOUT, add_engines, job_of, registered_engines, stop_engines
 
 #: Seconds a connect/shutdown attempt may take while stopping (the controller may be dead).
 SHUTDOWN_TIMEOUT = 3.0
@@ -99,6 +99,11 @@ class Cluster:
         return [r.pid for r in self._launcher.engine_records()]
 
     @property
+    def engines_launched(self):
+        """Engines launched and not stopped since (processes here, or inside batch jobs)."""
+        return self._launcher.expected_engines()
+
+    @property
     def jobs(self):
         """The batch jobs running this cluster's engines (JobRecords; none when local)."""
         state = self._launcher.state
@@ -137,13 +142,40 @@ class Cluster:
     def start_engines_sync(self, n=None):
         """Start ``n`` (default: the cluster's n) more engines; returns their pids.
 
-        Returns as soon as they run; ``start_and_connect_sync`` or
-        ``wait_for_engines`` wait until they have registered."""
+        Returns as soon as they run (or their jobs are submitted); ``add_engines_sync``
+        also waits until they registered, as do ``start_and_connect_sync`` and
+        ``wait_for_engines``."""
         return [r.pid for r in self._launcher.start_engines(n or self.n)]
+
+    def add_engines_sync(self, n, rc=None, timeout=None, on_progress=None, on_jobs=None,
+                         on_submitted=None):
+        """Grow the running cluster by ``n`` engines; return their ids once registered.
+
+        Engines start the way the cluster's did (processes here, or batch jobs shaped
+        like the profile). If they do not all register, what this call started is
+        stopped again and the error (with the job's output) is raised. ``rc``: a
+        connected Client (default: a temporary one); ``on_progress``/``on_jobs`` as for
+        ``wait_for_engines``, counting only the new engines; ``on_submitted(jobs)``."""
+        return self._with_client(rc, lambda client: add_engines(
+            self, client, n, timeout=timeout, on_progress=on_progress, on_jobs=on_jobs,
+            on_submitted=on_submitted))
+
+    def _with_client(self, rc, use):
+        if rc is not None:
+            return use(rc)
+        from .client import Client
+
+        client = Client(profile_dir=self.profile_dir, timeout=self.client_timeout)
+        try:
+            return use(client)
+        finally:
+            _close_quietly(client)
 
     def start_cluster_sync(self, n=None):
         """Start the controller, then ``n`` engines (registration not awaited)."""
         self.start_controller_sync()
+        if self._launcher.controller_in_job:
+            return self  # its job starts the engines
         try:
             self.start_engines_sync(n)
         except BaseException:
@@ -175,24 +207,34 @@ class Cluster:
             raise
         return rc
 
-    def wait_for_engines(self, rc, n=None, timeout=None, on_progress=None, on_jobs=None):
+    def wait_for_engines(self, rc, n=None, timeout=None, on_progress=None, on_jobs=None,
+                         launched=None):
         """Block until ``n`` (default: every launched) engines registered with ``rc``.
 
         Fails with EnginesStartError, quoting the failing engines' logs, as soon as
         so many engines exited that ``n`` cannot be reached, or after ``timeout`` s.
         ``on_progress(engines, n)`` is called whenever the registered set changes,
         with ``engines`` = {id: {"hostname", "pid", ...}}; ``on_jobs({job id: JobState})``
-        whenever a batch job's state changes (clusters whose engines run in jobs)."""
+        whenever a batch job's state changes (clusters whose engines run in jobs).
+        ``launched`` (a resize.Launched) limits all of it to the engines of one add."""
         n = n or self._launcher.expected_engines()
         timeout = self.start_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         seen = jobs_seen = None
+        job_ids = launched.job_ids if launched is not None else None
         while True:
             engines = registered_engines(rc)
+            if launched is not None:
+                engines = {eid: info for eid, info in engines.items()
+                           if launched.owns(eid, info, self.jobs)}
             if on_progress is not None and set(engines) != seen:
                 seen = set(engines)
                 on_progress(engines, n)
             if len(engines) >= n:
+                if on_jobs is not None and self._launcher.submits_jobs:
+                    # the last poll may predate the start: show the jobs running now
+                    on_jobs({j: s for j, s in self._launcher.jobs.poll(force=True).items()
+                             if job_ids is None or j in job_ids})
                 return sorted(engines)
             if not self._launcher.controller_running():
                 record = self._launcher.state.controller
@@ -200,25 +242,29 @@ class Cluster:
                     f"the controller (pid {record.pid}) exited while engines were starting; "
                     f"last lines of {record.log}:\n{tail(record.log)}")
             if self._launcher.submits_jobs:
-                states = self._launcher.jobs.poll()
+                states = {j: s for j, s in self._launcher.jobs.poll().items()
+                          if job_ids is None or j in job_ids}
                 if on_jobs is not None and states != jobs_seen:
                     jobs_seen = dict(states)
                     on_jobs(states)
-                if len(engines) + self._launcher.jobs.engines_possible() < n \
+                if len(engines) + self._launcher.jobs.engines_possible(job_ids) < n \
                         or time.monotonic() > deadline:
-                    raise self._jobs_failed(engines, n, timeout)
+                    raise self._jobs_failed(engines, n, timeout, job_ids)
                 time.sleep(0.1)
                 continue
             pending = self._unregistered(engines)
+            if launched is not None:
+                pending = [r for r in pending if r.pid in launched.pids]
             starting = len(pending) - len(self._launcher.dead_engines(pending)) \
                 + self._launcher.fanouts.engines_possible()
             if len(engines) + starting < n or time.monotonic() > deadline:
                 raise self._engines_failed(engines, n, pending, timeout)
             time.sleep(0.05)
 
-    def _jobs_failed(self, engines, n, timeout):
+    def _jobs_failed(self, engines, n, timeout, job_ids=None):
         jobs = self._launcher.jobs
-        states = jobs.poll(force=True)
+        states = {j: s for j, s in jobs.poll(force=True).items()
+                  if job_ids is None or j in job_ids}
         ended = [j for j, state in states.items() if state.finished]
         if ended:
             why = f"job{'s' if len(ended) > 1 else ''} {', '.join(ended)} ended " \
@@ -228,7 +274,8 @@ class Cluster:
             why = f"timed out after {timeout:g} s with jobs {waiting}; raise --timeout if " \
                   "the queue is slow"
         return EnginesStartError(f"only {len(engines)} of {n} engines registered: {why}\n"
-                                 f"{jobs.describe_failure()}", registered=len(engines),
+                                 f"{jobs.describe_failure(job_ids=job_ids)}",
+                                 registered=len(engines),
                                  expected=n)
 
     def _unregistered(self, engines):
@@ -255,9 +302,23 @@ class Cluster:
         return EnginesStartError("\n".join(lines), registered=len(engines), expected=n)
 
     # -- stopping ------------------------------------------------------------
-    def stop_engines_sync(self):
-        """Stop every engine (they unregister); the controller keeps running."""
-        self._launcher.stop_engines()
+    def stop_engines_sync(self, engine_ids=None, rc=None, timeout=STOP_TIMEOUT):
+        """Stop engines; the controller keeps running.
+
+        With ``engine_ids``, the controller shuts down just those engines; this waits
+        until they unregistered, drops their records, ends batch jobs left without
+        engines and returns a resize.StoppedEngines saying what it did (``rc``: a
+        connected Client, default a temporary one). Without, every engine process
+        gets SIGTERM and every batch job is cancelled."""
+        if engine_ids is None:
+            self._launcher.stop_engines()
+            return None
+        return self._with_client(rc, lambda client: stop_engines(
+            self._launcher, client, engine_ids, timeout=timeout))
+
+    def stop_engine_sync(self, engine_id, rc=None, timeout=STOP_TIMEOUT):
+        """Stop one engine by its id (ipyparallel's name); see ``stop_engines_sync``."""
+        return self.stop_engines_sync([engine_id], rc=rc, timeout=timeout)
 
     def stop_cluster_sync(self):
         """Shut down engines and controller; leave no process and no connection file.
@@ -305,6 +366,7 @@ class Cluster:
         state = self._launcher.state
         if state is None or not self._launcher.controller_running():
             raise ClusterNotRunning(self.profile_dir)
+        state.refresh()
         rc = self.connect_client_sync()
         try:
             engines = registered_engines(rc)
@@ -319,7 +381,7 @@ class Cluster:
         for eid in sorted(engines):
             info, q = engines[eid], queues.get(eid, {})
             waiting = q.get("queue", 0) + q.get("tasks", 0)
-            job_id = _job_of(info, state.jobs)
+            job_id = job_of(info, state.jobs)
             rows.append({"id": eid, "host": info.get("hostname", "?"), "pid": info.get("pid"),
                          "state": f"busy ({waiting} queued)" if waiting else "idle",
                          "completed": q.get("completed", 0), "job": job_id,
@@ -354,8 +416,14 @@ class Cluster:
     async def connect_client(self, **client_options):
         return await asyncio.to_thread(self.connect_client_sync, **client_options)
 
-    async def stop_engines(self):
-        return await asyncio.to_thread(self.stop_engines_sync)
+    async def add_engines(self, n, **options):
+        return await asyncio.to_thread(self.add_engines_sync, n, **options)
+
+    async def stop_engines(self, engine_ids=None, **options):
+        return await asyncio.to_thread(self.stop_engines_sync, engine_ids, **options)
+
+    async def stop_engine(self, engine_id, **options):
+        return await asyncio.to_thread(self.stop_engine_sync, engine_id, **options)
 
     async def stop_cluster(self):
         return await asyncio.to_thread(self.stop_cluster_sync)
@@ -365,28 +433,6 @@ class Cluster:
 
     async def __aexit__(self, *exc):
         await self.stop_cluster()
-
-
-def registered_engines(rc):
-    """{engine id: {"hostname", "pid", "uuid"}} as the client knows them."""
-    engines = rc.engines
-    return {eid: dict(engines.get(eid, {})) for eid in rc.ids}
-
-
-def _job_of(info, jobs):
-    """The batch job an engine runs in: the only job, or (same host) its SLURM_JOB_ID."""
-    if len(jobs) == 1:
-        return jobs[0].job_id
-    if not jobs or info.get("hostname") != socket.gethostname():
-        return None
-    import psutil
-
-    try:
-        environ = psutil.Process(info.get("pid")).environ()
-    except (psutil.Error, TypeError, ValueError):
-        return None
-    job_id = environ.get("SLURM_ARRAY_JOB_ID") or environ.get("SLURM_JOB_ID")
-    return job_id if any(j.job_id == job_id for j in jobs) else None
 
 
 def _close_quietly(rc):

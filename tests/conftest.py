@@ -9,6 +9,7 @@ killed, so a failing test cannot leave engines behind on a shared machine.
 import os
 import shutil
 import tempfile
+import time
 
 import psutil
 import pytest
@@ -55,6 +56,24 @@ def processes_under(root):
         except psutil.Error:
             continue
     return found
+
+
+def alive(pid):
+    """Whether process ``pid`` runs (a zombie does not)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def wait_until(predicate, timeout=10.0):
+    """Poll ``predicate`` until it is true or ``timeout`` s passed; its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import signal
 import socket
 import time
 
-import psutil
 import pytest
 
 import hpclaunch as hl
@@ -20,23 +19,7 @@ from hpclaunch.launch import (
 )
 from hpclaunch.protocol import SIGNATURE_SCHEME, new_key, paths, write_connection_file
 
-from conftest import FAST_HEARTBEAT
-
-
-def alive(pid):
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def wait_until(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
+from conftest import FAST_HEARTBEAT, alive, wait_until
 
 
 def test_module_cluster_has_four_engines_running_in_the_launched_processes(local_cluster, rc):

@@ -79,8 +79,8 @@ def test_in_job_without_a_size_asks_for_n():
     (["--in-job", "--controller-in-job"], "--in-job runs inside a batch job and "
                                           "--controller-in-job submits one"),
     (["--in-job", "--daemonize", "--", "python", "driver.py"], "use one of them"),
-    (["--controller-in-job"], "--controller-in-job submits a batch job, but the profile has "
-                              "system = 'local'"),
+    (["--controller-in-job"], "--controller-in-job submits a batch job, but the profile "
+                              "has system = 'local', which has no batch jobs"),
 ])
 def test_clashing_options_are_named(args, message):
     make_profile("injob-usage", "local")
@@ -120,7 +120,7 @@ def test_controller_job_needs_one_job_shape():
 
 
 @pytest.mark.mpi
-def test_in_job_mpiexec_fanout_runs_the_driver(mpich, tmp_path):
+def test_in_job_mpiexec_fanout_runs_the_driver(mpich, tmp_path):  # noqa: F811
     """The mpiexec fan-out, as under PBS/SGE/LSF. No such scheduler exists here, so the test
     sets the variables an LSF job has (LSB_JOBID, LSB_DJOB_NUMPROC); mpiexec (the mpich
     wheel's), the controller, the engines and the driver are real."""

@@ -6,6 +6,7 @@ and the client run in the test's own Python; only the engines run in the MPI ven
 a real MPI launcher, connecting over loopback TCP. Run only these with ``-m mpi``.
 """
 
+import hashlib
 import importlib.util
 import os
 import shutil
@@ -26,7 +27,9 @@ pytestmark = pytest.mark.mpi
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETUP = os.path.join(ROOT, "scripts", "mpi-setup.sh")
-VENV_PREFIX = "/tmp/hpclaunch-mpi/venv-"
+#: Keyed by source tree: the venvs' .pth points at it, and mpi-setup.sh rebuilds a venv made
+#: for another tree, which would pull it from under a test run of that tree.
+VENV_PREFIX = f"/tmp/hpclaunch-mpi/{hashlib.sha1(ROOT.encode()).hexdigest()[:8]}/venv-"
 N = 4
 
 #: Open MPI refuses root and more ranks than cores unless told (2-core CI box, tests as root).

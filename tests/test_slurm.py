@@ -118,3 +118,119 @@ def test_missing_sbatch_names_it_and_the_system(slurm):
     assert result.returncode == 1
     assert "sbatch is not on PATH, so the slurm batch system cannot be used" in result.stderr
     assert processes_under(pdir) == []
+
+
+def start_daemonized(name, n, **fields):
+    """``hpclaunch start --daemonize`` on a fresh Slurm profile; (profile dir, job ids)."""
+    pdir = make_profile(name, **fields)
+    started = hpclaunch("start", "--profile", name, "-n", str(n), "--daemonize")
+    assert started.returncode == 0, started.stdout + started.stderr
+    return pdir, job_ids(pdir)
+
+
+def stop_leaves_nothing(name, pdir, ids):
+    stopped = hpclaunch("stop", "--profile", name)
+    assert stopped.returncode == 0, stopped.stderr
+    assert_nothing_left(pdir, ids)
+
+
+def test_add_a_job_then_stop_the_first_jobs_engines(slurm):
+    name = "slurm-grow"
+    pdir, first = start_daemonized(name, 2)
+    ids = list(first)
+    try:
+        added = hpclaunch("engines", "add", "-n", "2", "--profile", name)
+        assert added.returncode == 0, added.stdout + added.stderr
+        ids = job_ids(pdir)
+        assert len(ids) == 2 and ids[0] == first[0]
+        second = ids[1]
+        out = added.stdout
+        assert f"submitted slurm job {second} (2 engines" in out and "engines-2.sh" in out
+        assert f"job {second}: running" in out and "(2/2)" in out
+        assert "added engines 2, 3" in out and "it now has 4 engines" in out
+        assert squeue_active(ids) == sorted(ids)
+
+        import hpclaunch as hl
+
+        rc = hl.Client(profile=name, timeout=30)
+        try:
+            in_jobs = dict(zip(rc.ids, rc[:].apply_sync(
+                lambda: __import__("os").environ.get("SLURM_JOB_ID"))))
+            assert in_jobs == {0: first[0], 1: first[0], 2: second, 3: second}
+            status = hpclaunch("status", "--profile", name)
+            assert f"slurm job {second}: RUNNING (2 engines)" in status.stdout
+            stopped = hpclaunch("engines", "stop", "0", "1", "--profile", name)
+            assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+            assert "stopped engine 0 (pid " in stopped.stdout
+            assert f", slurm job {first[0]})" in stopped.stdout
+            assert f"job {first[0]} ended: all its engines stopped; it left the queue" \
+                in stopped.stdout
+            assert squeue_active(ids) == [second]
+            assert job_ids(pdir) == [second]
+            assert rc.ids == [2, 3]
+            assert rc[:].map_sync(lambda x: x * x, range(8)) == [x * x for x in range(8)]
+        finally:
+            rc.close()
+        status = hpclaunch("status", "--profile", name)
+        assert "engines: 2 registered of 2 launched" in status.stdout
+        assert first[0] not in status.stdout
+    finally:
+        stop_leaves_nothing(name, pdir, ids)
+
+
+def test_add_whose_job_dies_or_is_rejected_leaves_the_cluster_as_it_was(slurm):
+    name = "slurm-grow-fails"
+    pdir, first = start_daemonized(name, 1)
+    tried = list(first)
+    try:
+        make_profile(name, env_setup=["echo 'module python/9.9 not found' >&2", "exit 3"])
+        died = hpclaunch("engines", "add", "-n", "2", "--profile", name, "--timeout", "60")
+        assert died.returncode == 1, died.stdout
+        assert "submitted slurm job" in died.stdout
+        tried += [w for w in died.stdout.split() if w.isdigit() and w not in first]
+        assert "adding 2 engines failed; the cluster is as it was" in died.stderr
+        assert "only 0 of 2 engines registered" in died.stderr and "FAILED" in died.stderr
+        assert "module python/9.9 not found" in died.stderr
+        assert job_ids(pdir) == first
+
+        make_profile(name, queue="no-such-partition")
+        rejected = hpclaunch("engines", "add", "-n", "1", "--profile", name)
+        assert rejected.returncode == 1
+        assert "slurm rejected `sbatch --parsable" in rejected.stderr
+        assert "invalid partition" in rejected.stderr.lower()
+        assert job_ids(pdir) == first
+        status = hpclaunch("status", "--profile", name)
+        assert "engines: 1 registered of 1 launched" in status.stdout
+    finally:
+        stop_leaves_nothing(name, pdir, tried)
+
+
+def test_status_and_stop_in_another_shell_see_a_job_that_add_waits_for(slurm):
+    import subprocess
+
+    name = "slurm-grow-other-shell"
+    pdir, first = start_daemonized(name, 1)
+    ids = list(first)
+    make_profile(name, extra_directives=["--begin=now+300"])  # the added job stays pending
+    adding = subprocess.Popen(
+        [sys.executable, "-m", "hpclaunch", "engines", "add", "-n", "2", "--profile", name,
+         "--timeout", "120"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while len(job_ids(pdir)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        ids = job_ids(pdir)
+        assert len(ids) == 2, "the added job is in the state file as soon as it is submitted"
+        status = hpclaunch("status", "--profile", name)
+        assert f"slurm job {ids[1]}: PENDING (2 engines)" in status.stdout
+        assert "1 registered of 3 launched" in status.stdout
+    finally:
+        stopped = hpclaunch("stop", "--profile", name)
+        out, err = adding.communicate(timeout=120)
+    assert stopped.returncode == 0, stopped.stderr
+    assert f"in slurm jobs {', '.join(ids)}" in stopped.stdout
+    assert adding.returncode == 1, out
+    assert "adding 2 engines failed; the cluster was stopped meanwhile" in err
+    assert_nothing_left(pdir, ids)
+    assert not os.path.exists(state_file(pdir))

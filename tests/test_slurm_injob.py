@@ -84,7 +84,7 @@ def submit_user_script(tmp_path, name, ntasks, status, body=RUN_DRIVER):
     return job_id, str(output).replace("%j", job_id)
 
 
-def test_user_batch_script_runs_its_driver_on_the_jobs_engines(slurm, tmp_path):
+def test_user_batch_script_runs_its_driver_on_the_jobs_engines(slurm, tmp_path):  # noqa: F811
     name = "slurm-batchscript"
     pdir = make_profile(name)
     began = time.monotonic()
@@ -103,7 +103,7 @@ def test_user_batch_script_runs_its_driver_on_the_jobs_engines(slurm, tmp_path):
     assert_nothing_left(pdir, [job_id])
 
 
-def test_user_batch_script_exits_with_the_drivers_status(slurm, tmp_path):
+def test_user_batch_script_exits_with_the_drivers_status(slurm, tmp_path):  # noqa: F811
     name = "slurm-batchscript-fails"
     pdir = make_profile(name)
     job_id, output = submit_user_script(tmp_path, name, ntasks=2, status=3)
@@ -116,7 +116,7 @@ def test_user_batch_script_exits_with_the_drivers_status(slurm, tmp_path):
     assert_nothing_left(pdir, [job_id])
 
 
-def test_user_batch_script_with_a_daemonized_cluster_status_and_stop(slurm, tmp_path):
+def test_user_batch_script_with_a_daemonized_cluster_status_and_stop(slurm, tmp_path):  # noqa: F811
     name = "slurm-batchscript-daemon"
     pdir = make_profile(name)
     job_id, output = submit_user_script(tmp_path, name, ntasks=3, status=0, body=DAEMONIZED)
@@ -131,7 +131,7 @@ def test_user_batch_script_with_a_daemonized_cluster_status_and_stop(slurm, tmp_
     assert_nothing_left(pdir, [job_id])
 
 
-def test_controller_in_job_map_status_stop(slurm):
+def test_controller_in_job_map_status_stop(slurm):  # noqa: F811
     name = "slurm-cij"
     pdir = make_profile(name, controller_ip="0.0.0.0")
     began = time.monotonic()
@@ -168,7 +168,7 @@ def test_controller_in_job_map_status_stop(slurm):
     assert "the controller was shut down" in job_out, "the job stopped by itself, not killed"
 
 
-def test_controller_job_dying_first_fails_start_with_its_state_and_output(slurm):
+def test_controller_job_dying_first_fails_start_with_its_state_and_output(slurm):  # noqa: F811
     name = "slurm-cij-broken"
     pdir = make_profile(name, controller_in_job=True,
                         env_setup=["echo 'module python/9.9 not found' >&2", "exit 3"])

@@ -8,6 +8,7 @@ import click
 
 from .._version import __version__
 from .connect import connect
+from .engines import engines
 from .manage import status, stop
 from .passthrough import controller, engine
 from .profiles import profile
@@ -27,7 +28,7 @@ def main():
     """
 
 
-for _command in (start, stop, status, connect, profile, render, controller, engine):
+for _command in (start, stop, status, engines, connect, profile, render, controller, engine):
     main.add_command(_command)
 
 __all__ = ["main"]

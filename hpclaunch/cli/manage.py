@@ -7,7 +7,8 @@ import click
 from .options import profile_options, resolve_profile_dir
 
 
-def _attach(profile, profile_dir):
+def attach_cluster(profile, profile_dir):
+    """The running cluster of a profile, or a ClickException saying there is none."""
     from ..cluster import Cluster
     from ..launch import LaunchError
 
@@ -23,7 +24,7 @@ def stop(profile, profile_dir):
     """Stop a profile's cluster: controller and engines, leaving no process behind."""
     from ..launch import LaunchError, describe_profile
 
-    cluster = _attach(profile, profile_dir)
+    cluster = attach_cluster(profile, profile_dir)
     label, _ = describe_profile(cluster.profile_dir)
     pid, jobs = cluster.controller_pid, cluster.jobs
     engines = len(cluster.engine_pids) + sum(f.engines for f in cluster.fanouts)
@@ -47,7 +48,7 @@ def status(profile, profile_dir):
     """Show a profile's controller and a table of its engines."""
     from ..error import HpclaunchError
 
-    cluster = _attach(profile, profile_dir)
+    cluster = attach_cluster(profile, profile_dir)
     try:
         info = cluster.status_sync()
     except (HpclaunchError, OSError) as e:
@@ -65,7 +66,7 @@ def format_status(info):
     jobs = info.get("jobs") or []
     for job in jobs:
         lines.insert(-1, f"{job['system']} job {job['job_id']}: {job['state']} "
-                         f"({job['engines']} engines)")
+                         f"({job['engines']} engine{'s' if job['engines'] != 1 else ''})")
     header = ("ENGINE", "HOST", "PID", "STATE", "TASKS DONE") + (("JOB", "JOB STATE")
                                                                    if jobs else ())
     rows = [(str(r["id"]) if r["id"] is not None else "-", r["host"], str(r["pid"]),

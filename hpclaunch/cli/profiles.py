@@ -26,7 +26,7 @@ def profile():
 @profile.command("create")
 @click.argument("name")
 @click.option("--system", default=None, metavar="SYSTEM",
-              help="Batch system: local, slurm, pbs (PBS Pro), torque, sge or lsf "
+              help="Batch system: local, slurm, pbs (PBS Pro), torque, sge, lsf or mpi "
                    "(default: the site's, else local).")
 @click.option("--from-site", "site", default=None, metavar="SITE",
               help="Start from a site-config (see hpclaunch profile sites).")

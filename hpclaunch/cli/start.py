@@ -59,9 +59,10 @@ def start(n, profile, profile_dir, daemonize, in_job, controller_in_job, ip, por
 
     A profile whose profile.toml says system = 'slurm' (see hpclaunch profile)
     submits the engines as jobs and shows each job's state; the controller stays
-    on this machine unless --controller-in-job. Logs go to PROFILE_DIR/logs.
-    Without --daemonize the cluster runs until Ctrl-C (or SIGTERM), then stops;
-    with it, stop it later with hpclaunch stop.
+    on this machine unless --controller-in-job. system = 'mpi' starts them as
+    the ranks of one mpiexec here. Logs go to PROFILE_DIR/logs. Without
+    --daemonize the cluster runs until Ctrl-C (or SIGTERM), then stops; with it,
+    stop it later with hpclaunch stop.
 
     \b
     In your own sbatch/qsub/bsub script (batch-script mode):
@@ -109,12 +110,13 @@ def start(n, profile, profile_dir, daemonize, in_job, controller_in_job, ip, por
                 if controller_in_job else ""
         click.echo(f"controller pid {cluster.controller_pid} listening at {cluster.url} "
                    f"({label}{where})")
-        if settings.system != "local" and not (allocation or controller_in_job) \
+        if settings.system not in ("local", "mpi") and not (allocation or controller_in_job) \
                 and ip.startswith("127."):
             click.echo(f"note: engines in {settings.system} jobs reach the controller only if "
                        f"they run on this machine; for compute nodes set controller_ip in "
                        f"{pdir}/profile.toml (or pass --ip)")
-        cluster.start_engines_sync()
+        if not controller_in_job:  # else the controller's job starts them
+            cluster.start_engines_sync()
         if not (allocation or controller_in_job):
             job_progress.submitted(cluster.jobs)
         rc = cluster.connect_client_sync()

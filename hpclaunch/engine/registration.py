@@ -20,7 +20,30 @@ class RegistrationFailed(Exception):
     """Registration did not succeed; the message says why and what to do."""
 
 
+#: Environment variables naming the batch job an engine runs in, most specific first
+#: (an array job's id, not the task's own job id, since the launcher records the array).
+BATCH_JOB_VARIABLES = ("LSB_JOBID", "PBS_JOBID", "SLURM_ARRAY_JOB_ID", "SLURM_JOB_ID")
+
+
+def batch_job_id(environ=os.environ):
+    """The id of the batch job this process runs in, or None outside one.
+
+    Sent at registration so a launcher can tell which of its jobs an engine
+    belongs to (to stop a job's engines, or show the job in a status table)
+    even when the engine runs on another node. Grid Engine's JOB_ID is a common
+    name, so it counts only beside SGE_TASK_ID, which Grid Engine always sets."""
+    for name in BATCH_JOB_VARIABLES:
+        if environ.get(name):
+            return environ[name]
+    if environ.get("JOB_ID") and "SGE_TASK_ID" in environ:
+        return environ["JOB_ID"]
+    return None
+
+
 def registration_content(uuid, heart_identity, iopub_identity, requested_id=None, info=None):
+    job = batch_job_id()
+    if job is not None:
+        info = {"batch_job": job, **(info or {})}
     content = {
         "uuid": uuid,
         "heart": heart_identity,

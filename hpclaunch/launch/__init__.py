@@ -5,7 +5,7 @@ DESIGN.md). ``LocalSystem`` is the batch system for this machine; cluster
 systems register beside it with ``register`` and are found by name on reattach.
 """
 
-from . import dialects, lsf, pbs, sge, slurm  # noqa: F401 - registers dialects and schedulers
+from . import dialects, lsf, mpi, pbs, sge, slurm  # noqa: F401 - registers dialects and schedulers
 from .base import BatchSystem, get_system, register
 from .errors import (
     ClusterAlreadyRunning,

@@ -16,6 +16,7 @@ import time
 
 from ..protocol import paths
 from .errors import ControllerStartError
+from .jobengines import any_unfinished
 from .jobs import JobRecord, JobState
 from .render import plan_jobs
 from .scheduler import scheduler
@@ -90,6 +91,32 @@ class ControllerJob:
             progress.submitted([record])
         return self._wait_for_controller(record, timeout, progress)
 
+    def hosting_ids(self):
+        """Ids of the jobs that run this cluster's controller, but never the job we run in."""
+        launcher = self.launcher
+        own = launcher.allocation.job_id if launcher.allocation else None
+        state = launcher.state
+        return [j.job_id for j in state.jobs if j.hosts_controller and j.job_id != own] \
+            if state is not None else []
+
+    def alive(self):
+        """Whether a job hosting the controller is still queued or running (polled with
+        the launcher's backoff): how the login side tells a controller on another node lives."""
+        hosting = self.hosting_ids()
+        states = self.launcher.jobs.poll() if hosting else {}
+        return any(not states[j].finished for j in hosting if j in states)
+
+    def wait_for_end(self, timeout):
+        """Let a job whose controller was asked to shut down end on its own (it then shows
+        as done rather than cancelled)."""
+        hosting = self.hosting_ids()
+        deadline = time.monotonic() + timeout
+        while hosting and time.monotonic() < deadline:
+            states = self.launcher.jobs.poll(force=True)
+            if all(states[j].finished for j in hosting if j in states):
+                return
+            time.sleep(0.5)
+
     def _wait_for_controller(self, record, timeout, progress):
         launcher = self.launcher
         deadline = time.monotonic() + timeout
@@ -139,6 +166,19 @@ def read_client_info(pdir):
         return read_connection_file(paths.client_file(pdir))
     except ConnectionFileError:
         return None
+
+
+def controller_in_live_job(state):
+    """For a state whose controller runs (or is coming up) in a job that is still queued or
+    running, what to call it in 'already running' errors (its pid, or the job); else None."""
+    hosting = [j for j in state.jobs if j.hosts_controller]
+    if not hosting or (state.controller is not None and state.runs_here()):
+        return None  # a controller here is checked by its pid
+    if not any_unfinished(hosting):
+        return None
+    if state.controller is not None:
+        return state.controller.pid
+    return f"controller coming up in {hosting[0].system} job {hosting[0].job_id}"
 
 
 def adopt_hosting_jobs(pdir, allocation):

@@ -18,11 +18,13 @@ from .processes import ProcessRecord, tail
 
 log = logging.getLogger("hpclaunch.launch")
 
-#: How each fan-out starts ``n`` copies of a command with ``cpus`` CPUs each.
+#: How each fan-out starts ``n`` copies of a command, with the profile's CPUs per engine,
+#: srun --mpi plugin, mpiexec and mpiexec_args (as the job templates do).
 FANOUT_COMMANDS = {
-    "srun": lambda n, cpus: ["srun", f"--ntasks={n}", f"--cpus-per-task={cpus}",
-                             "--kill-on-bad-exit=0"],
-    "mpiexec": lambda n, cpus: ["mpiexec", "-n", str(n)],
+    "srun": lambda n, p: ["srun", f"--ntasks={n}", f"--cpus-per-task={p.cpus_per_engine or 1}",
+                          "--kill-on-bad-exit=0"] + ([f"--mpi={p.srun_mpi}"] if p.srun_mpi
+                                                     else []),
+    "mpiexec": lambda n, p: [p.mpiexec, "-n", str(n), *p.mpiexec_args],
 }
 
 
@@ -41,17 +43,18 @@ class FanoutRecord:
         return cls(ProcessRecord.from_dict(data["process"]), int(data["engines"]))
 
 
-def fanout_argv(fanout, n, cpus, engine_argv, path=None):
+def fanout_argv(fanout, n, profile, engine_argv, path=None):
     """The command line that starts ``n`` engines; LaunchError if the launcher is missing."""
     if fanout not in FANOUT_COMMANDS:
         raise LaunchError(f"fanout = {fanout!r} cannot start engines inside a job; use "
                           f"one of {', '.join(FANOUT_COMMANDS)}")
-    argv = FANOUT_COMMANDS[fanout](n, cpus)
+    argv = FANOUT_COMMANDS[fanout](n, profile)
     if shutil.which(argv[0], path=path) is None:
         hint = ("srun comes with Slurm; outside Slurm set fanout = 'mpiexec' in the profile"
-                if fanout == "srun" else "load your MPI module, or pip install mpich")
-        raise LaunchError(f"{argv[0]} is not on PATH, so engines cannot be started across "
-                          f"this job with fanout = {fanout!r}; {hint}")
+                if fanout == "srun" else "load your MPI module, pip install mpich, or set "
+                                         "the profile's mpiexec to its path")
+        raise LaunchError(f"{argv[0]} is not found (PATH or path), so engines cannot be "
+                          f"started across this job with fanout = {fanout!r}; {hint}")
     return argv + list(engine_argv)
 
 
@@ -66,17 +69,16 @@ class FanoutEngines:
         state = self.launcher.state
         return list(state.fanouts) if state is not None else []
 
-    def start(self, n, fanout, cpus):
+    def start(self, n, fanout):
         """Start one fan-out of ``n`` engines on this node; return its FanoutRecord."""
         launcher = self.launcher
-        argv = fanout_argv(fanout, n, cpus, launcher.engine_argv(), launcher.env.get("PATH"))
+        argv = fanout_argv(fanout, n, launcher.profile, launcher.engine_argv(),
+                           launcher.env.get("PATH"))
         index = len(self.records) + 1
         log_path = os.path.join(paths.logs_dir(launcher.profile_dir), f"fanout-{index}.log")
         process = launcher.system.start(argv, log_path, f"fanout-{index}", env=launcher.env)
         record = FanoutRecord(process, n)
-        launcher.state.fanouts.append(record)
-        launcher.state.n += n
-        launcher.state.save()
+        launcher.state.update(lambda latest: _add_fanout(latest, record))
         log.info("%s (pid %d) starts %d engines; output in %s", fanout, process.pid, n, log_path)
         return record
 
@@ -97,3 +99,8 @@ class FanoutEngines:
                          f"engines) exited{'' if code is None else f' with status {code}'}; "
                          f"last lines of {process.log}:\n{tail(process.log, lines=max_lines)}")
         return "\n".join(parts)
+
+
+def _add_fanout(state, record):
+    state.fanouts.append(record)
+    state.recount()

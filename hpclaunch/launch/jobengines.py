@@ -8,6 +8,7 @@ at once, so ``hpclaunch stop`` from another shell can still cancel it.
 import glob
 import logging
 import os
+import re
 import time
 
 from .jobs import JobRecord
@@ -37,10 +38,10 @@ class JobEngines:
         state = self.launcher.state
         return list(state.jobs) if state is not None else []
 
-    def plan(self, n):
+    def plan(self, n, first_index=1):
         """The JobScripts that ``submit(n)`` would submit (what ``hpclaunch render`` prints)."""
         return plan_jobs(self.launcher.profile, n, self.launcher.profile_dir,
-                         self.launcher.engine_argv())
+                         self.launcher.engine_argv(), first_index)
 
     def submit(self, n):
         """Render and submit jobs for ``n`` engines; return their JobRecords."""
@@ -48,7 +49,7 @@ class JobEngines:
         sched = scheduler(profile.system)
         state = self.launcher.state
         submitted = []
-        for job in self.plan(n):
+        for job in self.plan(n, first_index=_next_job_index(state.jobs)):
             os.makedirs(os.path.dirname(job.path), exist_ok=True)
             os.makedirs(os.path.dirname(job.output), exist_ok=True)
             with open(job.path, "w") as f:
@@ -57,9 +58,7 @@ class JobEngines:
             job_id = sched.submit(job.path, env=self.launcher.env)
             record = JobRecord(job_id, sched.name, job.path, job.output, job.engines,
                                job.array_size)
-            state.jobs.append(record)
-            state.n += job.engines
-            state.save()
+            state.update(lambda latest: _add_job(latest, record))
             submitted.append(record)
             log.info("submitted %s job %s for %d engines", sched.name, job_id, job.engines)
         return submitted
@@ -73,29 +72,37 @@ class JobEngines:
         if not force and now < self._next_poll:
             return {r.job_id: r.job_state for r in records}
         states = poll_records(records)
-        for record in records:
-            if record.job_id in states:
-                record.state = states[record.job_id].value
+
+        def record_states(latest):
+            for record in latest.jobs:
+                if record.job_id in states:
+                    record.state = states[record.job_id].value
+        if self.launcher.state.controller is None:
+            # controller-in-job, not up yet: the job's own start writes the file now
+            record_states(self.launcher.state)
+        else:
+            self.launcher.state.update(record_states)
+        records = self.records
         snapshot = {r.job_id: r.state for r in records}
         self._backoff = 0 if snapshot != self._last else min(self._backoff + 1,
                                                               len(POLL_BACKOFF) - 1)
         self._last = snapshot
         self._next_poll = now + POLL_BACKOFF[self._backoff]
-        state = self.launcher.state
-        if state.controller is not None and state.launcher_pid == os.getpid():
-            state.save()  # only the starting process writes; see controllerjob.py
         return {r.job_id: r.job_state for r in records}
 
-    def engines_possible(self):
-        """How many engines the jobs not yet finished may still bring up."""
-        return sum(r.engines for r in self.records if not r.job_state.finished)
+    def engines_possible(self, job_ids=None):
+        """How many engines the jobs (of ``job_ids``, default all) not yet finished may
+        still bring up."""
+        return sum(r.engines for r in self.records if not r.job_state.finished
+                   and (job_ids is None or r.job_id in job_ids))
 
-    def cancel(self, wait=CANCEL_WAIT, keep=()):
-        """Cancel every unfinished job but those in ``keep`` (ids: the job we run in);
-        wait until the scheduler shows them all ended.
+    def cancel(self, wait=CANCEL_WAIT, job_ids=None, keep=()):
+        """Cancel every unfinished job (of ``job_ids``, default all) but those in ``keep``
+        (the job we run in); wait until the scheduler shows them all ended.
 
         Returns the jobs still not finished after ``wait`` seconds (empty on success)."""
-        live = [r for r in self.records if not r.job_state.finished and r.job_id not in keep]
+        live = [r for r in self.records if not r.job_state.finished and r.job_id not in keep
+                and (job_ids is None or r.job_id in job_ids)]
         for system in sorted({r.system for r in live}):
             ids = [r.job_id for r in live if r.system == system]
             try:
@@ -105,16 +112,39 @@ class JobEngines:
         deadline = time.monotonic() + wait
         while live:
             states = self.poll(force=True)
-            live = [r for r in live if not states[r.job_id].finished]
+            # a job gone from the state was forgotten by another shell once it ended
+            live = [r for r in live if r.job_id in states and not states[r.job_id].finished]
             if not live or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
         return live
 
-    def describe_failure(self, max_lines=12):
-        """Text quoting the output (stdout+stderr) of the jobs, for a start that failed."""
+    def release(self, stopped):
+        """Count engines stopped in each job (``{job id: count}``) against it; return the
+        ids of jobs left with no engine (they must leave the queue)."""
+        def take(state):
+            for record in state.jobs:
+                if record.job_id in stopped:
+                    record.engines = max(record.engines - stopped[record.job_id], 0)
+            state.recount()
+        if stopped:
+            self.launcher.state.update(take)
+        return [r.job_id for r in self.records if r.job_id in stopped and r.engines == 0]
+
+    def forget(self, job_ids):
+        """Drop finished jobs from the state (their engines were stopped)."""
+        def drop(state):
+            state.jobs = [j for j in state.jobs if j.job_id not in job_ids]
+            state.recount()
+        self.launcher.state.update(drop)
+
+    def describe_failure(self, max_lines=12, job_ids=None):
+        """Text quoting the output (stdout+stderr) of the jobs (of ``job_ids``, default
+        all), for a start that failed."""
         parts = []
         for record in self.records:
+            if job_ids is not None and record.job_id not in job_ids:
+                continue
             files = output_files(record)
             head = f"--- {record.system} job {record.job_id} ({record.state}, " \
                    f"{record.engines} engine{'s' if record.engines != 1 else ''})"
@@ -141,6 +171,19 @@ def poll_records(records):
 def any_unfinished(records):
     """Whether any of these jobs is still queued or running (asks the scheduler)."""
     return any(not s.finished for s in poll_records(records).values())
+
+
+def _next_job_index(records):
+    """Index for the next job script: past every recorded job's (a later submit, e.g.
+    ``hpclaunch engines add``, must not overwrite the script of a job in the queue)."""
+    indices = [int(m.group(1)) for m in (re.search(r"engines-(\d+)\.\w+$", r.script or "")
+                                         for r in records) if m]
+    return max(indices, default=0) + 1
+
+
+def _add_job(state, record):
+    state.jobs.append(record)
+    state.recount()
 
 
 def output_files(record):

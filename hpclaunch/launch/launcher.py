@@ -6,6 +6,7 @@ wire: it learns the controller is up from its connection files, and leaves
 written to the profile's state file at once, so another shell can take over.
 """
 
+import glob
 import logging
 import os
 import sys
@@ -15,7 +16,7 @@ import hpclaunch
 from ..error import ConnectionFileError
 from ..protocol import paths, read_connection_file
 from .base import get_system
-from .controllerjob import ControllerJob, adopt_hosting_jobs
+from .controllerjob import ControllerJob, adopt_hosting_jobs, controller_in_live_job
 from .errors import (
     ClusterAlreadyRunning,
     ClusterNotRunning,
@@ -24,7 +25,7 @@ from .errors import (
 )
 from .fanout import FanoutEngines
 from .guards import is_controller, start_lock
-from .jobengines import JobEngines, any_unfinished
+from .jobengines import JobEngines
 from .local import LocalSystem
 from .profile import load_profile
 from .processes import tail, wait_for_exit
@@ -114,11 +115,9 @@ class ClusterLauncher:
         state = ClusterState.load(self.profile_dir)
         if state is not None and state.controller_alive():
             return state.controller.pid
-        hosting = [j for j in state.jobs if j.hosts_controller] if state is not None else []
-        if hosting and (state.controller is None or not state.runs_here()) \
-                and any_unfinished(hosting):  # its controller is (or comes up) in that job
-            return state.controller.pid if state.controller else \
-                f"controller coming up in {hosting[0].system} job {hosting[0].job_id}"
+        in_job = controller_in_live_job(state) if state is not None else None
+        if in_job is not None:
+            return in_job
         try:
             info = read_connection_file(paths.client_file(self.profile_dir),
                                         check_permissions=False)
@@ -173,6 +172,7 @@ class ClusterLauncher:
         record = self.system.start(argv, log_path, "controller", env=self.env)
         self.state = ClusterState(self.profile_dir, batch_system=self.system.name,
                                   controller=record, jobs=hosting_jobs)
+        self.state.recount()  # a hosting job's engines are expected from now on
         self.state.save()
         info = self._wait_for_connection_files(record, timeout)
         self.state.url = info["url"]
@@ -214,26 +214,25 @@ class ClusterLauncher:
         """Start ``n`` more engines; return their records (registration is the caller's)."""
         if n < 1:
             raise ValueError(f"the number of engines must be at least 1, not {n}")
-        if self.controller_in_job:
-            return []  # the controller's job starts them
-        if self.state is None or not self.state.controller_alive():
+        if self.state is None or not self.controller_running():
             raise ClusterNotRunning(self.profile_dir, " (start the controller first)")
+        if self.state.engine_argv is None:
+            argv = self.engine_argv()
+            self.state.update(lambda state: setattr(state, "engine_argv", argv))
         if self.allocation is not None:
-            self.fanouts.start(n, self.allocation.fanout_for(self.profile),
-                               self.profile.cpus_per_engine or 1)
+            self.fanouts.start(n, self.allocation.fanout_for(self.profile))
             return []
         if self.submits_jobs:
             self.jobs.submit(n)
             return []
         argv = self.engine_argv()
-        first = _next_engine_index(self.state.engines)
         started = []
-        for k in range(first, first + n):
+        for _ in range(n):
+            k = _next_engine_index(self.state.engines, paths.logs_dir(self.profile_dir),
+                                   self.state.started)
             log_path = os.path.join(paths.logs_dir(self.profile_dir), f"engine-{k}.log")
             started.append(self.system.start(argv, log_path, f"engine-{k}", env=self.env))
-            self.state.engines.append(started[-1])
-            self.state.n = len(self.state.engines)
-            self.state.save()
+            self.state.update(lambda state: _add_engine(state, started[-1]))
         return started
 
     @property
@@ -243,21 +242,26 @@ class ClusterLauncher:
         return self.profile.system != "local" and self.allocation is None
 
     def engine_argv(self):
-        """The command line of one engine (locally, or inside a batch job)."""
+        """The command line of one engine (locally, or inside a batch job): the one the
+        cluster's first engines got, when it has some, so added engines match them."""
+        if self.state is not None and self.state.engine_argv:
+            return list(self.state.engine_argv)
         python = self.profile.python if self.submits_jobs and self.profile.python else self.python
         argv = [python, "-m", "hpclaunch.engine", "--file", paths.engine_file(self.profile_dir)]
         if self.engine_timeout is not None:
             argv += ["--timeout", str(self.engine_timeout)]
         if self.log_level is not None:
             argv += ["--log-level", str(self.log_level)]
+        if self.profile.uses_mpi:
+            argv.append("--mpi")
+        if self.profile.ids_follow_ranks:
+            argv.append("--ids-follow-ranks")
         return argv + self.engine_args
 
     def expected_engines(self):
         """How many engines were launched (as processes, inside jobs, or are coming
         with the controller's job)."""
-        if self.state is None:
-            return 0
-        return max(self.state.n, sum(j.engines for j in self.state.jobs if j.hosts_controller))
+        return self.state.n if self.state else 0
 
     # -- watching ------------------------------------------------------------
     def engine_records(self):
@@ -276,26 +280,27 @@ class ClusterLauncher:
             return False
         if state.controller is not None and state.runs_here():
             return self.system.is_running(state.controller)
-        hosting = [j.job_id for j in state.jobs if j.hosts_controller]
-        states = self.jobs.poll() if hosting else {}
-        return any(not states[j].finished for j in hosting if j in states)
+        return self.controller_job.alive()
 
     # -- stopping ------------------------------------------------------------
     def stop_engines(self, grace=5.0):
         """End every engine (SIGTERM: they unregister), keep the controller running."""
         if self.state is None:
             return
+        self.state.refresh()
         state = self.state
         fanouts = [f.process for f in state.fanouts] if state.runs_here() else []
         leftovers = self.system.stop(state.engines + fanouts, grace=grace)
-        hosting = [j for j in state.jobs if j.hosts_controller]  # it runs the controller too
-        unfinished = self.jobs.cancel(keep=[j.job_id for j in hosting]) if state.jobs else []
-        state.engines = []
-        if fanouts:
-            state.fanouts = []
-        state.jobs = hosting + unfinished
-        state.n = 0
-        state.save()
+        hosting = [j.job_id for j in state.jobs if j.hosts_controller]  # runs the controller
+        unfinished = self.jobs.cancel(keep=hosting) if state.jobs else []
+
+        def forget_all(latest):
+            latest.engines = []
+            latest.jobs = [j for j in latest.jobs if j.job_id in hosting] + unfinished
+            if fanouts:
+                latest.fanouts = []
+            latest.recount()
+        self.state.update(forget_all)
         if unfinished:
             raise LaunchError(f"batch jobs {' '.join(j.job_id for j in unfinished)} were "
                               "cancelled but are still in the queue; check them with the "
@@ -304,22 +309,36 @@ class ClusterLauncher:
             raise LaunchError(f"engine processes {sorted(p.pid for p in leftovers)} "
                               "survived SIGKILL; end them by hand")
 
+    def forget_engines(self, records, grace=5.0):
+        """Drop stopped engines from the state, ending any of them still running.
+
+        Returns the processes that survived SIGKILL (empty on success)."""
+        leftovers = self.system.stop(records, grace=grace)
+        gone = {(r.pid, r.create_time) for r in records}
+
+        def forget(state):
+            state.engines = [e for e in state.engines if (e.pid, e.create_time) not in gone]
+            state.recount()
+        self.state.update(forget)
+        return leftovers
+
     def stop(self, graceful_wait=0.0, grace=5.0):
         """End every process of the cluster; remove the state and connection files.
 
         ``graceful_wait``: seconds to let processes leave on their own first (after
         the caller asked the controller to shut down). Raises LaunchError naming any
         pid that could not be ended."""
-        state = self.state  # never a file re-read: it may name a newer cluster
+        state = self.state  # re-read only while it names this controller (not a newer one)
         if state is None:
             return
+        state.refresh()
         records = state.all_records()
         if graceful_wait > 0 and state.controller is not None:
             # The controller leaves last (after telling engines); engines still up a
             # moment later missed the word and get SIGTERM, which they handle cleanly.
             wait_for_exit([state.controller], graceful_wait)
             wait_for_exit([r for r in records if r is not state.controller], ENGINE_GRACE)
-            self._wait_for_hosting_jobs(graceful_wait)
+            self.controller_job.wait_for_end(graceful_wait)
         own = [self.allocation.job_id] if self.allocation else []
         unfinished = self.jobs.cancel(keep=own) if state.jobs else []
         leftovers = self.system.stop(records, grace=grace)
@@ -335,18 +354,6 @@ class ClusterLauncher:
             raise LaunchError(f"batch jobs {ids} were cancelled but are still in the queue "
                               f"({', '.join(j.state for j in unfinished)}); check them with "
                               f"the scheduler (e.g. squeue -j {ids.replace(' ', ',')})")
-
-    def _wait_for_hosting_jobs(self, timeout):
-        """Let a job whose controller was asked to shut down end on its own (it then shows
-        as done rather than cancelled); never waits for the job we run in."""
-        own = self.allocation.job_id if self.allocation else None
-        hosting = [j.job_id for j in self.state.jobs if j.hosts_controller and j.job_id != own]
-        deadline = time.monotonic() + timeout
-        while hosting and time.monotonic() < deadline:
-            states = self.jobs.poll(force=True)
-            if all(states[j].finished for j in hosting):
-                return
-            time.sleep(0.5)
 
     def _remove_connection_files(self, controller_pid=None):
         """Remove connection files unless a different, live controller wrote them."""
@@ -375,8 +382,21 @@ def _profile_or_default(pdir):
         return Profile()
 
 
-def _next_engine_index(records):
-    """Log index for the next engine: one past the highest so far (logs never clash)."""
+def _add_engine(state, record):
+    state.engines.append(record)
+    state.recount()
+
+
+def _next_engine_index(records, logs_dir, since):
+    """Log index for the next engine: one past the highest so far (logs never clash),
+    counting the logs this cluster wrote since ``since`` for engines stopped already."""
     indices = [int(r.role.split("-", 1)[1]) for r in records
                if r.role.startswith("engine-") and r.role.split("-", 1)[1].isdigit()]
+    for path in glob.glob(os.path.join(logs_dir, "engine-*.log")):
+        number = os.path.basename(path)[len("engine-"):-len(".log")]
+        try:
+            if number.isdigit() and os.path.getmtime(path) >= since:
+                indices.append(int(number))
+        except OSError:
+            continue
     return max(indices, default=-1) + 1

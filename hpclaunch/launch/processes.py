@@ -107,9 +107,11 @@ def wait_for_exit(records, timeout):
     return _wait(procs, timeout)
 
 
-def terminate(records, grace=5.0, kill_grace=3.0):
+def terminate(records, grace=5.0, kill_grace=3.0, whole_tree=False):
     """SIGTERM every recorded process (and what it spawned), SIGKILL stragglers.
 
+    ``whole_tree``: SIGTERM what they spawned too, at once (mpiexec and its ranks,
+    whose shell would otherwise die first and leave them to SIGKILL).
     Returns the psutil processes still alive afterwards (an empty list on success),
     so callers can report a leftover instead of pretending all went well.
     """
@@ -117,6 +119,8 @@ def terminate(records, grace=5.0, kill_grace=3.0):
     if not procs:
         return []
     children = _descendants(procs)
+    if whole_tree:
+        procs, children = procs + children, []
     _signal_all(procs, signal.SIGTERM)
     alive = _wait(procs, grace)
     if alive:

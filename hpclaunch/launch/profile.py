@@ -15,11 +15,12 @@ from .errors import LaunchError
 
 PROFILE_FILE = "profile.toml"
 #: Batch systems a profile may name (an ssh host list is not built yet, so it is not offered).
-SYSTEMS = ("local", "slurm", "pbs", "torque", "sge", "lsf")
+SYSTEMS = ("local", "slurm", "pbs", "torque", "sge", "lsf", "mpi")
 FANOUTS = ("srun", "mpiexec", "array")
 _WALLTIME = re.compile(r"^(\d+):([0-5]\d):([0-5]\d)$")
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?$", re.I)
 _JOBS_SHAPE = re.compile(r"^jobs:(\d+)$")
+_SRUN_MPI = re.compile(r"^[\w.-]+$")
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -51,6 +52,13 @@ class Profile:
     template: str = None
     python: str = None
     job_name: str = "hpclaunch"
+    #: Engines initialise MPI (--mpi); None means "only if system = 'mpi'".
+    mpi: bool = None
+    ids_follow_ranks: bool = False
+    mpiexec: str = "mpiexec"
+    mpiexec_args: list = dataclasses.field(default_factory=list)
+    #: srun's --mpi plugin for MPI engines (e.g. 'pmi2' for the mpich wheel); None: Slurm's default.
+    srun_mpi: str = None
 
     def __post_init__(self):
         self.validate()
@@ -80,11 +88,53 @@ class Profile:
         if not isinstance(self.controller_in_job, bool):
             raise ProfileError(f"controller_in_job = {self.controller_in_job!r} must be true "
                                "or false")
-        for name in ("env_setup", "extra_directives", "skip_directives"):
+        for name in ("env_setup", "extra_directives", "skip_directives", "mpiexec_args"):
             value = getattr(self, name)
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ProfileError(f"{name} must be a list of strings, e.g. "
                                    f"{name} = [\"module load python\"], not {value!r}")
+        self.validate_mpi()
+
+    def validate_mpi(self):
+        """The MPI fields: booleans, and only combinations that give one MPI world."""
+        for name in ("mpi", "ids_follow_ranks"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, bool):
+                raise ProfileError(f"{name} = {value!r} must be true or false")
+        if self.system == "mpi" and self.mpi is False:
+            raise ProfileError("system = 'mpi' starts the engines as the ranks of one mpiexec, "
+                               "so they always initialise MPI; remove mpi = false")
+        if self.system == "mpi" and (self.job_shape != "one-job" or self.fanout
+                                     not in (None, "mpiexec")):
+            raise ProfileError("system = 'mpi' starts every engine with one mpiexec here; "
+                               "remove job_shape and fanout (or set them to 'one-job' and "
+                               "'mpiexec')")
+        if not isinstance(self.mpiexec, str) or not self.mpiexec.strip():
+            raise ProfileError(f"mpiexec = {self.mpiexec!r} must name the MPI launcher, e.g. "
+                               "'mpiexec' or '/path/to/venv/bin/mpiexec'")
+        if self.srun_mpi is not None and not _SRUN_MPI.match(str(self.srun_mpi)):
+            raise ProfileError(f"srun_mpi = {self.srun_mpi!r} is not an srun --mpi plugin "
+                               "name; see srun --mpi=list (e.g. 'pmi2' or 'pmix')")
+        if self.ids_follow_ranks:
+            self._check_one_mpi_world()
+
+    def _check_one_mpi_world(self):
+        """Engine ids can follow ranks only if all engines share one MPI.COMM_WORLD."""
+        if not self.uses_mpi:
+            raise ProfileError("ids_follow_ranks = true makes each engine's id its MPI rank, "
+                               "so the engines must use MPI: set mpi = true (or system = "
+                               "'mpi'), or remove ids_follow_ranks")
+        if self.system == "local" or self.effective_fanout == "array" or self.jobs_count() > 1:
+            raise ProfileError(
+                "ids_follow_ranks = true needs every engine in one MPI world, but this "
+                f"profile (system = {self.system!r}, job_shape = {self.job_shape!r}) starts "
+                "several (each would be rank 0 and ask for engine id 0); use system = 'mpi', "
+                "or one job with fanout 'srun' or 'mpiexec', or remove ids_follow_ranks")
+
+    @property
+    def uses_mpi(self):
+        """Whether engines initialise MPI (asked for, or implied by system = 'mpi')."""
+        return bool(self.mpi) or self.system == "mpi"
 
     def jobs_count(self):
         """How many jobs the engines are split into for ``job_shape`` 'jobs:K' (else 1)."""

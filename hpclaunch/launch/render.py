@@ -63,8 +63,9 @@ def split_engines(n, jobs):
     return [n // jobs + (1 if k < n % jobs else 0) for k in range(jobs)]
 
 
-def plan_jobs(profile, n, pdir, engine_argv, in_job_command=None):
-    """The JobScripts that start ``n`` engines running ``engine_argv`` for ``profile``.
+def plan_jobs(profile, n, pdir, engine_argv, first_index=1, in_job_command=None):
+    """The JobScripts that start ``n`` engines running ``engine_argv`` for ``profile``;
+    jobs are numbered from ``first_index`` (later than a running cluster's jobs).
 
     With ``in_job_command`` (controller-in-job) there is one job of ``n`` tasks whose
     script runs that command, which starts the controller and fans out the engines."""
@@ -87,7 +88,7 @@ def plan_jobs(profile, n, pdir, engine_argv, in_job_command=None):
                            "'one-job' or leave out --controller-in-job")
     counts = [n] if array else split_engines(n, profile.jobs_count())
     planned = []
-    for k, engines in enumerate(counts, start=1):
+    for k, engines in enumerate(counts, start=first_index):
         token = kind.output_array_token if array else kind.output_job_token
         name = "controller" if in_job_command else f"job-{k}"
         output = os.path.join(logs, f"{name}-{token}.out")
@@ -118,7 +119,8 @@ def job_context(profile, kind, engines, array, output, engine_argv, total, index
         memory=kind.format_memory(memory) if memory else None,
         memory_per_cpu=kind.format_memory(-(-memory // cpus)) if memory else None,
         memory_per_node=kind.format_memory(memory * per_node) if memory and per_node else None,
-        engine_command=shlex.join(engine_argv))
+        engine_command=shlex.join(engine_argv),
+        mpiexec_command=shlex.join(kind.mpiexec_argv(profile, engines)))
     return context
 
 

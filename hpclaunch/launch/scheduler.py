@@ -51,6 +51,11 @@ class Dialect:
         """Memory for this scheduler's directives (whole megabytes by default)."""
         return f"{max(1, -(-nbytes // (1 << 20)))}M"
 
+    @classmethod
+    def mpiexec_argv(cls, profile, engines):
+        """``mpiexec -n N`` and the profile's mpiexec_args, for the mpiexec fan-out."""
+        return [profile.mpiexec, "-n", str(engines), *profile.mpiexec_args]
+
 
 class Scheduler(Dialect, abc.ABC):
     """A dialect hpclaunch can also drive: submit, poll (batched) and cancel jobs."""

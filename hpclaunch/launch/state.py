@@ -4,9 +4,12 @@
 processes (with the host they run on: inside a batch job that is not the login node),
 the controller URL and when it all started. ``hpclaunch stop`` and
 ``status`` read it from another shell (or after ``start --daemonize`` returned).
-Written atomically, so a reader never sees half a file.
+Written atomically, so a reader never sees half a file; changed under a lock
+(``update``), so two shells growing or shrinking one cluster never undo each other.
 """
 
+import contextlib
+import fcntl
 import json
 import os
 import socket
@@ -19,6 +22,7 @@ from .processes import ProcessRecord
 
 STATE_FILE = "cluster.json"
 STATE_VERSION = 1
+LOCK_FILE = ".cluster.lock"
 
 
 def state_file(pdir):
@@ -29,8 +33,8 @@ class ClusterState:
     """What one launch of a profile's cluster consists of."""
 
     def __init__(self, profile_dir, batch_system="local", controller=None, engines=(),
-                 url=None, n=0, started=None, launcher_pid=None, jobs=(), fanouts=(),
-                 host=None):
+                 url=None, n=0, started=None, launcher_pid=None, jobs=(), engine_argv=None,
+                 fanouts=(), host=None):
         self.profile_dir = os.path.abspath(profile_dir)
         self.batch_system = batch_system
         self.controller = controller
@@ -45,6 +49,9 @@ class ClusterState:
         self.n = n
         self.started = started if started is not None else time.time()
         self.launcher_pid = launcher_pid if launcher_pid is not None else os.getpid()
+        #: The engine command line of the first start, so engines added later from
+        #: another shell are started the same way.
+        self.engine_argv = list(engine_argv) if engine_argv else None
 
     @property
     def path(self):
@@ -64,6 +71,7 @@ class ClusterState:
             "n": self.n,
             "started": self.started,
             "launcher_pid": self.launcher_pid,
+            "engine_argv": self.engine_argv,
         }
 
     @classmethod
@@ -79,6 +87,7 @@ class ClusterState:
             started=data.get("started"),
             launcher_pid=data.get("launcher_pid"),
             jobs=[JobRecord.from_dict(j) for j in data.get("jobs", [])],
+            engine_argv=data.get("engine_argv"),
             fanouts=[FanoutRecord.from_dict(f) for f in data.get("fanouts", [])],
             host=data.get("host"),
         )
@@ -110,11 +119,49 @@ class ClusterState:
             # A damaged state file names no process we could safely signal.
             return None
 
+    def update(self, change):
+        """Apply ``change(state)`` to the saved state under the profile's lock, and adopt it.
+
+        Another shell (``hpclaunch engines add/stop``) may have changed the file since
+        we read it, and writing our copy would drop its engines or jobs. When the file
+        is gone or names another controller, this cluster was stopped meanwhile:
+        ``change`` then applies to our copy only, so a stopped cluster never reappears."""
+        with _locked(self.profile_dir):
+            latest = ClusterState.load(self.profile_dir)
+            if latest is None or not self._same_controller(latest):
+                change(self)
+                return
+            change(latest)
+            latest.save()
+        self.__dict__.update(latest.__dict__)
+
+    def refresh(self):
+        """Adopt the saved state if it is still this cluster's (another shell may have
+        added or stopped engines since we read it)."""
+        latest = ClusterState.load(self.profile_dir)
+        if latest is not None and self._same_controller(latest):
+            self.__dict__.update(latest.__dict__)
+
+    def recount(self):
+        """Set ``n``: engines started as processes here, inside batch jobs, and by fan-outs
+        (which, under controller-in-job, start the engines the hosting job was sized for)."""
+        hosted = sum(j.engines for j in self.jobs if j.hosts_controller)
+        fanned = sum(f.engines for f in self.fanouts)
+        self.n = (len(self.engines) + sum(j.engines for j in self.jobs if not j.hosts_controller)
+                  + max(hosted, fanned))
+
+    def _same_controller(self, other):
+        mine, theirs = self.controller, other.controller
+        if mine is None or theirs is None:
+            return mine is theirs
+        return mine.pid == theirs.pid and mine.create_time == theirs.create_time
+
     def remove(self):
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        with _locked(self.profile_dir):
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
 
     def runs_here(self):
         """Whether the recorded processes run on this host (so their pids can be checked)."""
@@ -133,3 +180,15 @@ class ClusterState:
 
     def living_engines(self):
         return [e for e in self.engines if e.is_alive()]
+
+
+@contextlib.contextmanager
+def _locked(pdir):
+    """Hold the profile's state lock (between reading and rewriting the state file)."""
+    os.makedirs(pdir, exist_ok=True)
+    with open(os.path.join(pdir, LOCK_FILE), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
