@@ -179,3 +179,24 @@ def test_controller_job_dying_first_fails_start_with_its_state_and_output(slurm)
     assert not os.path.exists(state_file(pdir))
     assert processes_under(pdir) == []
 
+
+
+def test_engines_added_to_a_controller_in_job_cluster_come_as_jobs(slurm):  # noqa: F811
+    name = "slurm-cij-grow"
+    pdir = make_profile(name, controller_in_job=True)
+    started = hpclaunch("start", "--profile", name, "-n", "2", "--daemonize")
+    assert started.returncode == 0, started.stdout + started.stderr
+    ids = job_ids(pdir)
+    try:
+        added = hpclaunch("engines", "add", "-n", "2", "--profile", name)
+        assert added.returncode == 0, added.stdout + added.stderr
+        assert "it now has 4 engines" in added.stdout
+        ids = job_ids(pdir)
+        assert len(ids) == 2, "the controller's job and one job of added engines"
+        in_jobs = run_map(name, 4)
+        assert in_jobs == set(ids)
+    finally:
+        stopped = hpclaunch("stop", "--profile", name)
+    assert stopped.returncode == 0, stopped.stderr
+    assert f"4 engines in slurm jobs {', '.join(ids)} (none left in the queue)" in stopped.stdout
+    assert_nothing_left(pdir, ids)
