@@ -268,3 +268,16 @@ def test_ssh_profile_round_trips_through_toml(tmp_path):
     path = str(tmp_path / "profile.toml")
     profile.save(path)
     assert Profile.load(path) == profile
+
+
+def test_render_of_an_ssh_profile_shows_each_hosts_commands():
+    name = "ssh-render"
+    make_profile(name, "ssh", hosts=["node1", "me@node2:2222"], ssh_key="/keys/id",
+                 engines_per_node=2, env_setup=["module load python"])
+    result = hpclaunch("render", "--profile", name, "-n", "3")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "# ---- host node1 (2 engines)" in out and "# ---- host me@node2:2222 (1 engine)" in out
+    assert "sftp -b - -o BatchMode=yes" in out and "-P 2222 me@node2 <<'SFTP'" in out
+    assert out.count("chmod 600") == 2 and "-p 2222 me@node2 'sh -c" in out
+    assert "module load python" in out and "engine-2.log'" in out

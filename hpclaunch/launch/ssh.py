@@ -8,6 +8,7 @@ one ssh per host to poll them, one to stop them. Each engine is recorded with it
 host and remote pid, so ``stop`` from another shell reaches it again.
 """
 
+import dataclasses
 import hashlib
 import logging
 import math
@@ -69,6 +70,20 @@ for p in $left; do alive "$p" && echo "hpclaunch-survivor $p"; done
 [ -z "$dir" ] || rm -rf -- "$dir"
 exit 0
 """
+
+
+@dataclasses.dataclass
+class HostStart:
+    """What ``start`` runs for one host, in order (``hpclaunch render`` prints it)."""
+
+    host: str
+    roles: list
+    logs: list
+    #: sftp command and its batch (stdin) that copy the engine file; None on a shared file system
+    copy: list
+    copy_batch: str
+    #: ssh command that starts the engines and prints their pids
+    start: list
 
 
 def plan_hosts(hosts, n, per_host=None, existing=()):
@@ -135,28 +150,43 @@ class SshSystem(LocalSystem):
         return local_path if folder is None else f"{folder}/{os.path.basename(local_path)}"
 
     # -- starting ------------------------------------------------------------
-    def start_engines(self, argv, roles, logs_dir, env, on_started, existing=()):
-        """Start one engine per role, grouped per host; ``env`` stays here (the hosts get
-        the profile's env_setup lines instead)."""
+    def plan(self, argv, roles, logs_dir, existing=()):
+        """The HostStarts that start one engine per role (log ``<logs_dir>/<role>.log``)."""
         argv = self._engine_argv_there(argv)
-        remaining = list(roles)
+        script = START_SCRIPT.format(setup="\n".join(self.profile.env_setup),
+                                     engine=shlex.join(argv))
+        remaining, planned = list(roles), []
         for host, count in plan_hosts(self.profile.hosts, len(roles),
                                       self.profile.engines_per_node, existing):
             batch, remaining = remaining[:count], remaining[count:]
             logs = [os.path.join(logs_dir, f"{role}.log") for role in batch]
-            self._copy_engine_file(host)
-            script = START_SCRIPT.format(setup="\n".join(self.profile.env_setup),
-                                         engine=shlex.join(argv))
             remote = sshcmd.sh_c(script, *(self._remote_path(path) for path in logs))
-            output = sshcmd.run(sshcmd.ssh_argv(self.profile, host, remote), host,
-                                f"starting {count} engine(s)")
+            copy_batch = self._copy_batch()
+            planned.append(HostStart(
+                host, batch, logs, sshcmd.sftp_argv(self.profile, host) if copy_batch else None,
+                copy_batch, sshcmd.ssh_argv(self.profile, host, remote)))
+        return planned
+
+    def start_engines(self, argv, roles, logs_dir, env, on_started, existing=()):
+        """Start one engine per role, grouped per host; ``env`` stays here (the hosts get
+        the profile's env_setup lines instead)."""
+        there = self._engine_argv_there(argv)
+        for step in self.plan(argv, roles, logs_dir, existing):
+            count = len(step.roles)
+            if step.copy:
+                sshcmd.run(step.copy, step.host, "copying the engine connection file to "
+                           f"{self._remote_path(paths.engine_file(self.profile_dir))}",
+                           stdin_text=step.copy_batch)
+            output = sshcmd.run(step.start, step.host, f"starting {count} engine(s)")
             pids = _words(output, "hpclaunch-pid")
             if len(pids) != count or not all(p.isdigit() for p in pids):
-                raise sshcmd.SshError(f"starting engines on host {host} printed {len(pids)} "
-                                      f"pids for {count} engines; its output was:\n{output}")
-            for pid, role, path in zip(pids, batch, logs):
-                on_started(ProcessRecord(int(pid), argv, time.time(), path, role, host=host))
-            log.info("started %d engines on %s (pids %s)", count, host, " ".join(pids))
+                raise sshcmd.SshError(f"starting engines on host {step.host} printed "
+                                      f"{len(pids)} pids for {count} engines; its output "
+                                      f"was:\n{output}")
+            for pid, role, path in zip(pids, step.roles, step.logs):
+                on_started(ProcessRecord(int(pid), there, time.time(), path, role,
+                                         host=step.host))
+            log.info("started %d engines on %s (pids %s)", count, step.host, " ".join(pids))
 
     def _engine_argv_there(self, argv):
         """The engine command with ``--file`` naming the copy of the engine file on the host."""
@@ -166,11 +196,12 @@ class SshSystem(LocalSystem):
             argv[at] = self._remote_path(argv[at])
         return argv
 
-    def _copy_engine_file(self, host):
-        """Put the engine connection file on ``host`` (0600, in a 0700 folder) with sftp."""
+    def _copy_batch(self):
+        """sftp commands that put the engine connection file in this cluster's folder on a
+        host (0600, in a 0700 folder); None when the hosts share this file system."""
         folder = self.remote_folder
         if folder is None:
-            return
+            return None
         parts = folder.split("/")
         prefixes = ["/".join(parts[:k]) for k in range(1, len(parts) + 1) if parts[k - 1]]
         local = paths.engine_file(self.profile_dir)
@@ -179,9 +210,7 @@ class SshSystem(LocalSystem):
             f"chmod 700 {_sftp_quote(folder)}",
             f"put {_sftp_quote(local)} {_sftp_quote(target)}",
             f"chmod 600 {_sftp_quote(target)}"]
-        sshcmd.run(sshcmd.sftp_argv(self.profile, host), host,
-                   f"copying the engine connection file to {target}",
-                   stdin_text="\n".join(batch) + "\n")
+        return "\n".join(batch) + "\n"
 
     # -- polling -------------------------------------------------------------
     def running(self, records):
