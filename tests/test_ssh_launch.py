@@ -95,21 +95,28 @@ def test_start_map_status_stop_over_ssh(sshd, tmp_path):
 
 
 @pytest.mark.ssh
-def test_stop_ends_engines_that_ignore_the_controller(sshd, tmp_path):
-    """With the controller killed first, stop itself must end the remote engines (one ssh
-    per host: SIGTERM, then SIGKILL after the grace)."""
+def test_a_crashed_controllers_remote_engines_are_cleaned_up(sshd, tmp_path):
+    """The controller dies without a word to its engines; reattaching (what stop and status
+    do) must end them on their host with one ssh and remove the engine file there."""
+    from hpclaunch.launch import ClusterLauncher, ClusterNotRunning
+
     name = "ssh-orphans"
     pdir = ssh_profile(name, sshd, tmp_path, hosts=[f"root@127.0.0.1:{sshd['port']}"])
     started = hpclaunch("start", "--profile", name, "-n", "2", "--daemonize")
     assert started.returncode == 0, started.stdout + started.stderr
-    pids = [e["pid"] for e in recorded_engines(pdir)]
-    from hpclaunch.launch import ClusterLauncher
-
+    engines = recorded_engines(pdir)
+    pids = [e["pid"] for e in engines]
+    folder = os.path.dirname(engines[0]["cmdline"][engines[0]["cmdline"].index("--file") + 1])
     launcher = ClusterLauncher.attach(pdir)
-    assert launcher.system.name == "ssh"
-    assert launcher.dead_engines() == []
-    launcher.stop()
+    assert launcher.system.name == "ssh" and launcher.dead_engines() == []
+    psutil.Process(launcher.state.controller.pid).kill()
+    wait_until(lambda: not launcher.controller_running(), 10, lambda: "the controller to die")
+    assert all(alive(p) for p in pids), "engines outlive their controller for a while"
+    with pytest.raises(ClusterNotRunning, match="cleaned up stale state"):
+        ClusterLauncher.attach(pdir)
     engine_processes_gone(pids)
+    assert not os.path.exists(folder), "the stop script ran on the host"
+    assert not os.path.exists(state_file(pdir))
 
 
 @pytest.mark.ssh
