@@ -8,6 +8,7 @@ one ssh per host to poll them, one to stop them. Each engine is recorded with it
 host and remote pid, so ``stop`` from another shell reaches it again.
 """
 
+import concurrent.futures
 import dataclasses
 import hashlib
 import logging
@@ -28,6 +29,8 @@ log = logging.getLogger("hpclaunch.launch")
 
 #: Seconds a host's poll answer is reused (wait loops ask many times a second).
 POLL_TTL = 1.0
+#: Hosts talked to at once (one ssh process each), so 100 hosts do not take 100 round trips.
+PARALLEL_HOSTS = 16
 
 #: Start this host's engines, one per log path in "$@"; print each pid. ``{setup}`` is the
 #: profile's env_setup, ``{engine}`` the engine command. setsid makes each engine a process
@@ -168,25 +171,35 @@ class SshSystem(LocalSystem):
         return planned
 
     def start_engines(self, argv, roles, logs_dir, env, on_started, existing=()):
-        """Start one engine per role, grouped per host; ``env`` stays here (the hosts get
-        the profile's env_setup lines instead)."""
+        """Start one engine per role, the hosts at once; ``env`` stays here (the hosts get
+        the profile's env_setup lines instead). Engines that started are recorded even when
+        another host failed, so stopping the cluster reaches them; then the error is raised."""
         there = self._engine_argv_there(argv)
-        for step in self.plan(argv, roles, logs_dir, existing):
-            count = len(step.roles)
-            if step.copy:
-                sshcmd.run(step.copy, step.host, "copying the engine connection file to "
-                           f"{self._remote_path(paths.engine_file(self.profile_dir))}",
-                           stdin_text=step.copy_batch)
-            output = sshcmd.run(step.start, step.host, f"starting {count} engine(s)")
-            pids = _words(output, "hpclaunch-pid")
-            if len(pids) != count or not all(p.isdigit() for p in pids):
-                raise sshcmd.SshError(f"starting engines on host {step.host} printed "
-                                      f"{len(pids)} pids for {count} engines; its output "
-                                      f"was:\n{output}")
+        failed = None
+        for step, pids in _on_each(self._start_on, self.plan(argv, roles, logs_dir, existing)):
+            if isinstance(pids, Exception):
+                failed = failed or pids
+                continue
             for pid, role, path in zip(pids, step.roles, step.logs):
-                on_started(ProcessRecord(int(pid), there, time.time(), path, role,
-                                         host=step.host))
-            log.info("started %d engines on %s (pids %s)", count, step.host, " ".join(pids))
+                on_started(ProcessRecord(pid, there, time.time(), path, role, host=step.host))
+            log.info("started %d engines on %s (pids %s)", len(pids), step.host,
+                     " ".join(map(str, pids)))
+        if failed is not None:
+            raise failed
+
+    def _start_on(self, step):
+        """Run one HostStart; the pids of its engines."""
+        count = len(step.roles)
+        if step.copy:
+            sshcmd.run(step.copy, step.host, "copying the engine connection file to "
+                       f"{self._remote_path(paths.engine_file(self.profile_dir))}",
+                       stdin_text=step.copy_batch)
+        output = sshcmd.run(step.start, step.host, f"starting {count} engine(s)")
+        pids = _words(output, "hpclaunch-pid")
+        if len(pids) != count or not all(p.isdigit() for p in pids):
+            raise sshcmd.SshError(f"starting engines on host {step.host} printed {len(pids)} "
+                                  f"pids for {count} engines; its output was:\n{output}")
+        return [int(p) for p in pids]
 
     def _engine_argv_there(self, argv):
         """The engine command with ``--file`` naming the copy of the engine file on the host."""
@@ -215,10 +228,15 @@ class SshSystem(LocalSystem):
     # -- polling -------------------------------------------------------------
     def running(self, records):
         alive = [r for r in records if r.host is None and super().is_running(r)]
-        for host, group in _by_host(records).items():
-            alive_pids = self._alive_on(host, {r.pid for r in group})
-            alive += [r for r in group if r.pid in alive_pids]
-            self._fetch_logs(host, [r for r in group if r.pid not in alive_pids])
+        groups = _by_host(records)
+        for host, alive_pids in _on_each(
+                lambda h: self._alive_on(h, {r.pid for r in groups[h]}), groups):
+            if isinstance(alive_pids, Exception):
+                log.warning("cannot poll engines on %s (%s); counting them as running", host,
+                            alive_pids)
+                alive_pids = {r.pid for r in groups[host]}
+            alive += [r for r in groups[host] if r.pid in alive_pids]
+            self._fetch_logs(host, [r for r in groups[host] if r.pid not in alive_pids])
         return alive
 
     def is_running(self, record):
@@ -268,22 +286,39 @@ class SshSystem(LocalSystem):
         """End local records as LocalSystem does and each host's engines with one ssh;
         return what survived (psutil processes here, records on hosts)."""
         leftovers = super().stop([r for r in records if r.host is None], grace=grace)
-        folder = self.remote_folder or ""
-        for host, group in _by_host(records).items():
-            remote = sshcmd.sh_c(STOP_SCRIPT, math.ceil(grace), folder,
-                                 *sorted(r.pid for r in group))
-            try:
-                output = sshcmd.run(sshcmd.ssh_argv(self.profile, host, remote), host,
-                                    f"stopping engines {' '.join(str(r.pid) for r in group)}",
-                                    timeout=sshcmd.SSH_TIMEOUT + grace)
-            except sshcmd.SshError as e:
-                log.error("%s; end those engines on %s by hand", e, host)
-                leftovers += group
-                continue
-            survivors = {int(p) for p in _words(output, "hpclaunch-survivor") if p.isdigit()}
-            leftovers += [r for r in group if r.pid in survivors]
+        groups = _by_host(records)
+        for host, survivors in _on_each(lambda h: self._stop_on(h, groups[h], grace), groups):
+            if isinstance(survivors, Exception):
+                log.error("%s; end those engines on %s by hand", survivors, host)
+                survivors = {r.pid for r in groups[host]}
+            leftovers += [r for r in groups[host] if r.pid in survivors]
             self._polls.pop(host, None)
         return leftovers
+
+    def _stop_on(self, host, group, grace):
+        """Run STOP_SCRIPT for ``group`` on ``host``; the pids that survived it."""
+        remote = sshcmd.sh_c(STOP_SCRIPT, math.ceil(grace), self.remote_folder or "",
+                             *sorted(r.pid for r in group))
+        output = sshcmd.run(sshcmd.ssh_argv(self.profile, host, remote), host,
+                            f"stopping engines {' '.join(str(r.pid) for r in group)}",
+                            timeout=sshcmd.SSH_TIMEOUT + grace)
+        return {int(p) for p in _words(output, "hpclaunch-survivor") if p.isdigit()}
+
+
+def _on_each(func, items):
+    """[(item, func(item) or the exception it raised)], in order, PARALLEL_HOSTS at a time."""
+    items = list(items)
+    if len(items) < 2:
+        return [(item, _outcome(func, item)) for item in items]
+    with concurrent.futures.ThreadPoolExecutor(min(PARALLEL_HOSTS, len(items))) as pool:
+        return list(zip(items, pool.map(lambda item: _outcome(func, item), items)))
+
+
+def _outcome(func, item):
+    try:
+        return func(item)
+    except Exception as e:  # noqa: BLE001 - handed to the caller, which reports it per host
+        return e
 
 
 def _by_host(records):
