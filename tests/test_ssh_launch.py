@@ -288,3 +288,19 @@ def test_render_of_an_ssh_profile_shows_each_hosts_commands():
     assert "sftp -b - -o BatchMode=yes" in out and "-P 2222 me@node2 <<'SFTP'" in out
     assert out.count("chmod 600") == 2 and "-p 2222 me@node2 'sh -c" in out
     assert "module load python" in out and "engine-2.log'" in out
+
+
+def test_stop_removes_only_the_folders_start_made(tmp_path):
+    """The folder to remove on a host comes from the engine's recorded command line; one that
+    start did not make (shared file system, or a state file naming something else) stays."""
+    from hpclaunch.launch import SshSystem
+
+    system = SshSystem(Profile(system="ssh", hosts=["h"]), str(tmp_path / "profile_x"))
+
+    def engine(path):
+        return ProcessRecord(1, ["python3", "--file", path], 0, None, "engine-0", host="h")
+
+    assert system._folder_of(engine(".hpclaunch/ssh/profile_x-1a2b/engine.json")) == \
+        ".hpclaunch/ssh/profile_x-1a2b"
+    for path in ("/etc/engine.json", str(tmp_path / "profile_x" / "security" / "engine.json")):
+        assert system._folder_of(engine(path)) is None

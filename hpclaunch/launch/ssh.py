@@ -152,6 +152,17 @@ class SshSystem(LocalSystem):
         folder = self.remote_folder
         return local_path if folder is None else f"{folder}/{os.path.basename(local_path)}"
 
+    def _folder_of(self, record):
+        """The folder ``start`` copied the engine file to on the record's host (read from the
+        engine's own command line, so a later edit of remote_dir or another login node's
+        name does not matter), or None when the host used this profile dir itself."""
+        argv = record.cmdline
+        if "--file" not in argv[:-1]:
+            return None
+        folder = os.path.dirname(argv[argv.index("--file") + 1])
+        mine = os.path.basename(self.profile_dir) + "-"  # never remove a folder we did not make
+        return folder if os.path.basename(folder).startswith(mine) else None
+
     # -- starting ------------------------------------------------------------
     def plan(self, argv, roles, logs_dir, existing=()):
         """The HostStarts that start one engine per role (log ``<logs_dir>/<role>.log``)."""
@@ -267,14 +278,13 @@ class SshSystem(LocalSystem):
     def _fetch_logs(self, host, ended):
         """Copy the logs of engines that ended on ``host`` here (once), so start's error
         can quote them like a local engine's."""
-        if self.remote_folder is None:
-            return
-        todo = [r for r in ended if r.log and (host, r.pid) not in self._fetched]
+        todo = [r for r in ended if r.log and self._folder_of(r)
+                and (host, r.pid) not in self._fetched]
         if not todo:
             return
         self._fetched.update((host, r.pid) for r in todo)
-        batch = [f"-get {_sftp_quote(self._remote_path(r.log))} {_sftp_quote(r.log)}"
-                 for r in todo]
+        batch = [f"-get {_sftp_quote(self._folder_of(r) + '/' + os.path.basename(r.log))} "
+                 f"{_sftp_quote(r.log)}" for r in todo]
         try:
             sshcmd.run(sshcmd.sftp_argv(self.profile, host), host, "fetching engine logs",
                        stdin_text="\n".join(batch) + "\n")
@@ -297,8 +307,8 @@ class SshSystem(LocalSystem):
 
     def _stop_on(self, host, group, grace):
         """Run STOP_SCRIPT for ``group`` on ``host``; the pids that survived it."""
-        remote = sshcmd.sh_c(STOP_SCRIPT, math.ceil(grace), self.remote_folder or "",
-                             *sorted(r.pid for r in group))
+        folder = self._folder_of(group[0]) or ""
+        remote = sshcmd.sh_c(STOP_SCRIPT, math.ceil(grace), folder, *sorted(r.pid for r in group))
         output = sshcmd.run(sshcmd.ssh_argv(self.profile, host, remote), host,
                             f"stopping engines {' '.join(str(r.pid) for r in group)}",
                             timeout=sshcmd.SSH_TIMEOUT + grace)
