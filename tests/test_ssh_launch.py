@@ -120,6 +120,29 @@ def test_a_crashed_controllers_remote_engines_are_cleaned_up(sshd, tmp_path):
 
 
 @pytest.mark.ssh
+def test_shared_filesystem_uses_the_profile_dir_on_the_host(sshd, tmp_path):
+    """shared_filesystem = true: no copy; the host reads this engine file and writes its log
+    into this profile's logs (the box shares its file system with itself)."""
+    name = "ssh-shared"
+    pdir = ssh_profile(name, sshd, tmp_path, hosts=[f"root@localhost:{sshd['port']}"],
+                       shared_filesystem=True)
+    started = hpclaunch("start", "--profile", name, "-n", "1", "--daemonize")
+    assert started.returncode == 0, started.stdout + started.stderr
+    [engine] = recorded_engines(pdir)
+    try:
+        assert engine["cmdline"][-1] == os.path.join(pdir, "security", "engine.json")
+        assert engine["log"] == os.path.join(pdir, "logs", "engine-0.log")
+        assert not os.path.exists(tmp_path / "remote"), "nothing is copied to the host"
+        wait_until(lambda: "registered" in open(engine["log"]).read().lower(), 15,
+                   lambda: "the engine to log its registration")
+    finally:
+        stopped = hpclaunch("stop", "--profile", name)
+    assert stopped.returncode == 0, stopped.stderr
+    engine_processes_gone([engine["pid"]])
+    assert os.path.exists(os.path.join(pdir, "logs", "engine-0.log")), "stop keeps local logs"
+
+
+@pytest.mark.ssh
 def test_unreachable_host_quotes_ssh_and_names_the_host(sshd, tmp_path):
     closed = free_port()
     name = "ssh-unreachable"
