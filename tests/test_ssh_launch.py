@@ -9,6 +9,7 @@ fan-out inside a real Slurm job); validation and rendering need neither and run 
 
 import json
 import os
+import pathlib
 import shutil
 import stat
 import subprocess
@@ -133,7 +134,8 @@ def test_shared_filesystem_uses_the_profile_dir_on_the_host(sshd, tmp_path):
         assert engine["cmdline"][-1] == os.path.join(pdir, "security", "engine.json")
         assert engine["log"] == os.path.join(pdir, "logs", "engine-0.log")
         assert not os.path.exists(tmp_path / "remote"), "nothing is copied to the host"
-        wait_until(lambda: "registered" in open(engine["log"]).read().lower(), 15,
+        log = pathlib.Path(engine["log"])
+        wait_until(lambda: "registered" in log.read_text().lower(), 15,
                    lambda: "the engine to log its registration")
     finally:
         stopped = hpclaunch("stop", "--profile", name)
