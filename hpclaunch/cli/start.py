@@ -26,8 +26,8 @@ def _raise_terminated(_signum, _frame):
 
 @click.command()
 @click.option("-n", "n", type=int, default=None, callback=_at_least_one, metavar="N",
-              help="Number of engines (default: the profile's nodes x engines_per_node, "
-                   "else the number of CPUs here).")
+              help="Number of engines (default: the profile's nodes (ssh: hosts) x "
+                   "engines_per_node, else the number of CPUs here).")
 @profile_options
 @click.option("--daemonize", is_flag=True,
               help="Return once every engine is up and leave the cluster running.")
@@ -51,8 +51,9 @@ def start(n, profile, profile_dir, daemonize, ip, port, timeout, hb_period, hb_l
     """Start a controller here and N engines (here, or as batch jobs per the profile).
 
     A profile whose profile.toml says system = 'slurm' (see hpclaunch profile)
-    submits the engines as jobs and shows each job's state; the controller stays
-    on this machine. system = 'mpi' starts them as the ranks of one mpiexec here.
+    submits the engines as jobs and shows each job's state; system = 'mpi' starts
+    them as the ranks of one mpiexec here, system = 'ssh' over ssh on the profile's
+    hosts. The controller stays on this machine.
     Logs go to PROFILE_DIR/logs. Without --daemonize the cluster runs until
     Ctrl-C (or SIGTERM), then stops; with it, stop it later with hpclaunch stop.
     """
@@ -68,7 +69,8 @@ def start(n, profile, profile_dir, daemonize, ip, port, timeout, hb_period, hb_l
     except HpclaunchError as e:
         raise click.ClickException(str(e))
     ip = ip or settings.controller_ip or "127.0.0.1"
-    whole_nodes = (settings.nodes or 0) * (settings.engines_per_node or 0)
+    nodes = len(settings.hosts) if settings.system == "ssh" else settings.nodes
+    whole_nodes = (nodes or 0) * (settings.engines_per_node or 0)
     cluster = Cluster(n=n or whole_nodes or os.cpu_count() or 1, profile_dir=pdir, log_level=log_level,
                       controller_ip=ip, controller_port=port, hb_period=hb_period,
                       hb_liveness=hb_liveness, start_timeout=timeout,
@@ -84,7 +86,8 @@ def start(n, profile, profile_dir, daemonize, ip, port, timeout, hb_period, hb_l
         click.echo(f"controller pid {cluster.controller_pid} listening at {cluster.url} "
                    f"({label})")
         if settings.system not in ("local", "mpi") and ip.startswith("127."):
-            click.echo(f"note: engines in {settings.system} jobs reach the controller only if "
+            where = "on ssh hosts" if settings.system == "ssh" else f"in {settings.system} jobs"
+            click.echo(f"note: engines {where} reach the controller only if "
                        f"they run on this machine; for compute nodes set controller_ip in "
                        f"{pdir}/profile.toml (or pass --ip)")
         cluster.start_engines_sync()

@@ -17,7 +17,7 @@ import time
 import hpclaunch
 from ..error import ConnectionFileError
 from ..protocol import paths, read_connection_file
-from .base import get_system
+from .base import get_system, runs_processes
 from .errors import (
     ClusterAlreadyRunning,
     ClusterNotRunning,
@@ -26,7 +26,6 @@ from .errors import (
     describe_profile,
 )
 from .jobengines import JobEngines
-from .local import LocalSystem
 from .profile import load_profile
 from .processes import tail, wait_for_exit
 from .state import ClusterState
@@ -68,10 +67,13 @@ class ClusterLauncher:
                  controller_args=(), engine_args=(), env=None, profile=None):
         self.profile_dir = os.path.abspath(profile_dir)
         #: Launch settings (profile.toml): engines go to ``profile.system``'s batch jobs
-        #: unless it is 'local'; the controller always runs here (the login node).
+        #: unless it is 'local' or 'ssh'; the controller always runs here (the login node).
         self.profile = profile if profile is not None else load_profile(self.profile_dir)
         self.jobs = JobEngines(self)
-        self.system = system or LocalSystem()
+        #: The controller's system, and the engines' unless they go to a scheduler's jobs.
+        self.system = system or get_system(
+            self.profile.system if runs_processes(self.profile.system) else "local",
+            self.profile, self.profile_dir)
         self.python = python or sys.executable
         self.log_level = level_name(log_level)
         self.ip, self.port = ip, port
@@ -92,8 +94,9 @@ class ClusterLauncher:
         state = ClusterState.load(profile_dir)
         if state is None:
             raise ClusterNotRunning(profile_dir)
-        launcher = cls(profile_dir, system=get_system(state.batch_system),
-                       profile=_profile_or_default(profile_dir))
+        profile = _profile_or_default(profile_dir)
+        launcher = cls(profile_dir, system=get_system(state.batch_system, profile, profile_dir),
+                       profile=profile)
         launcher.state = state
         if not state.controller_alive():
             launcher.clean_stale()
@@ -202,27 +205,31 @@ class ClusterLauncher:
         if self.submits_jobs:
             self.jobs.submit(n)
             return []
-        argv = self.engine_argv()
+        logs_dir = paths.logs_dir(self.profile_dir)
+        first = _next_engine_index(self.state.engines, logs_dir, self.state.started)
         started = []
-        for _ in range(n):
-            k = _next_engine_index(self.state.engines, paths.logs_dir(self.profile_dir),
-                                   self.state.started)
-            log_path = os.path.join(paths.logs_dir(self.profile_dir), f"engine-{k}.log")
-            started.append(self.system.start(argv, log_path, f"engine-{k}", env=self.env))
-            self.state.update(lambda state: _add_engine(state, started[-1]))
+
+        def record(engine):
+            started.append(engine)
+            self.state.update(lambda state: _add_engine(state, engine))
+
+        roles = [f"engine-{k}" for k in range(first, first + n)]
+        self.system.start_engines(self.engine_argv(), roles, logs_dir, self.env, record,
+                                  list(self.state.engines))
         return started
 
     @property
     def submits_jobs(self):
-        """Whether engines start as batch jobs (any system but 'local')."""
-        return self.profile.system != "local"
+        """Whether engines start as batch jobs (any system but 'local' and 'ssh')."""
+        return not runs_processes(self.profile.system)
 
     def engine_argv(self):
-        """The command line of one engine (locally, or inside a batch job): the one the
-        cluster's first engines got, when it has some, so added engines match them."""
+        """The command line of one engine (here, on an ssh host, or inside a batch job): the
+        one the cluster's first engines got, when it has some, so added engines match them."""
         if self.state is not None and self.state.engine_argv:
             return list(self.state.engine_argv)
-        python = self.profile.python if self.submits_jobs and self.profile.python else self.python
+        elsewhere = self.profile.system != "local" and self.profile.python
+        python = self.profile.python if elsewhere else self.python
         argv = [python, "-m", "hpclaunch.engine", "--file", paths.engine_file(self.profile_dir)]
         if self.engine_timeout is not None:
             argv += ["--timeout", str(self.engine_timeout)]
@@ -244,8 +251,9 @@ class ClusterLauncher:
 
     def dead_engines(self, records=None):
         """Engines (of ``records``, default all) whose process has ended."""
-        return [r for r in (records if records is not None else self.engine_records())
-                if not self.system.is_running(r)]
+        records = records if records is not None else self.engine_records()
+        running = self.system.running(records)
+        return [r for r in records if r not in running]
 
     def controller_running(self):
         return (self.state is not None and self.state.controller is not None

@@ -14,13 +14,15 @@ from . import toml
 from .errors import LaunchError
 
 PROFILE_FILE = "profile.toml"
-#: Batch systems a profile may name (an ssh host list is not built yet, so it is not offered).
-SYSTEMS = ("local", "slurm", "pbs", "torque", "sge", "lsf", "mpi")
-FANOUTS = ("srun", "mpiexec", "array")
+#: Batch systems a profile may name ('mpi': one mpiexec here; 'ssh': the hosts of ``hosts``).
+SYSTEMS = ("local", "slurm", "pbs", "torque", "sge", "lsf", "mpi", "ssh")
+FANOUTS = ("srun", "mpiexec", "ssh", "array")
 _WALLTIME = re.compile(r"^(\d+):([0-5]\d):([0-5]\d)$")
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?$", re.I)
 _JOBS_SHAPE = re.compile(r"^jobs:(\d+)$")
 _SRUN_MPI = re.compile(r"^[\w.-]+$")
+_SSH_OPTION = re.compile(r"^[A-Za-z][A-Za-z0-9]*=\S.*$")
+_SSH_EXAMPLES = {"hosts": '["node1", "me@node2:2222"]', "ssh_options": '["Port=2222"]'}
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -57,6 +59,11 @@ class Profile:
     mpiexec_args: list = dataclasses.field(default_factory=list)
     #: srun's --mpi plugin for MPI engines (e.g. 'pmi2' for the mpich wheel); None: Slurm's default.
     srun_mpi: str = None
+    hosts: list = dataclasses.field(default_factory=list)
+    ssh_key: str = None
+    ssh_options: list = dataclasses.field(default_factory=list)
+    shared_filesystem: bool = False
+    remote_dir: str = ".hpclaunch/ssh"
 
     def __post_init__(self):
         self.validate()
@@ -83,6 +90,7 @@ class Profile:
             raise ProfileError(f"job_shape = 'array' starts one engine per array task, so "
                                f"fanout = {self.fanout!r} does not apply; remove fanout or "
                                "set it to 'array'")
+        validate_ssh_fields(self)
         for name in ("env_setup", "extra_directives", "skip_directives", "mpiexec_args"):
             value = getattr(self, name)
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -213,6 +221,38 @@ def parse_memory(value):
         raise ProfileError(f"memory_per_engine = {value!r} is not an amount of memory; write "
                            "a number and a unit, e.g. '512M' or '2G'")
     return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+
+
+def validate_ssh_fields(profile):
+    """Check hosts, ssh_key, ssh_options, shared_filesystem and remote_dir (the ssh system's
+    fields; ssh_key and ssh_options also serve fanout = 'ssh' inside batch jobs)."""
+    from ..tunnel import TunnelError, parse_sshserver
+
+    for name in ("hosts", "ssh_options"):
+        value = getattr(profile, name)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ProfileError(f"{name} must be a list of strings, e.g. {name} = "
+                               f"{_SSH_EXAMPLES[name]}, not {value!r}")
+    for host in profile.hosts:
+        try:
+            parse_sshserver(host)
+        except TunnelError:
+            raise ProfileError(f"hosts: {host!r} is not a host; write [user@]host[:port], "
+                               "e.g. \"node1\" or \"me@node2:2222\"") from None
+    for option in profile.ssh_options:
+        if not _SSH_OPTION.match(option):
+            raise ProfileError(f"ssh_options: {option!r} is not an ssh -o option; write "
+                               "Name=value, e.g. \"Port=2222\" or \"ConnectTimeout=20\"")
+    if profile.ssh_key is not None and (not isinstance(profile.ssh_key, str)
+                                        or not profile.ssh_key.strip()):
+        raise ProfileError(f"ssh_key = {profile.ssh_key!r} must be the path of a private key "
+                           "file, e.g. \"~/.ssh/id_ed25519\" (or leave it out to use ssh's own)")
+    if not isinstance(profile.shared_filesystem, bool):
+        raise ProfileError(f"shared_filesystem = {profile.shared_filesystem!r} must be true "
+                           "(the hosts see this profile dir at the same path) or false")
+    if not isinstance(profile.remote_dir, str) or not profile.remote_dir.strip():
+        raise ProfileError(f"remote_dir = {profile.remote_dir!r} must be a folder on the hosts "
+                           "(relative to the remote home), e.g. \".hpclaunch/ssh\"")
 
 
 def _closest(word, choices):
