@@ -61,7 +61,7 @@ def drain_log(tmp_path):
 
 def test_drain_finishes_the_running_task_and_moves_the_queued_ones(start_cluster, drain_log):
     cluster, rc = start_cluster(n=1, controller_args=["--hwm", "3"])
-    with draining_engine(cluster, rc, drain_log, 4) as (keeper, drainer, drain_at, proc):
+    with draining_engine(cluster, rc, drain_log, 6) as (keeper, drainer, drain_at, proc):
         assert rc.engines[drainer]["drain_at"] == drain_at
         assert time.time() < drain_at - 1, "the engine took too long to register"
         # three direct tasks fill the keeper up to the hwm, so the load-balanced scheduler
@@ -74,8 +74,9 @@ def test_drain_finishes_the_running_task_and_moves_the_queued_ones(start_cluster
 
         wait_until(lambda: "draining" in read(drain_log), drain_at - time.time() + 5,
                    "the engine to announce its drain")
+        too_late = rc[drainer].apply_async(sleep_then, 0, "too late")
         with pytest.raises(error.EngineDraining) as refused:
-            rc[drainer].apply_sync(sleep_then, 0, "too late")
+            too_late.get(timeout=10)
         assert isinstance(refused.value, error.EngineError)
         assert f"engine {drainer} " in str(refused.value)
         assert "draining before its batch job's walltime ends" in str(refused.value)
@@ -99,6 +100,9 @@ def test_drain_finishes_the_running_task_and_moves_the_queued_ones(start_cluster
         assert "2 load-balanced task(s) given back to the scheduler" in text
         assert "drained before its batch job's walltime ends" in text
         assert rc.queue_status()["unassigned"] == 0
+        failed = rc.db_query({"status": "error"}, keys=["engine_id"])
+        assert failed == [{"msg_id": too_late.msg_ids[0], "engine_id": drainer}], \
+            "only the direct task sent after the drain failed"
 
 
 def test_idle_engine_drains_at_its_time_and_is_explained_after(start_cluster, drain_log):

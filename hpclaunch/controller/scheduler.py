@@ -98,6 +98,9 @@ class TaskScheduler:
             if job is not None and not self._place(job):
                 job.state = "ready"
                 unplaced.append(job)
+                rec = self.hub.db.get(msg_id)
+                if rec is not None:
+                    rec.engine_id = None  # waiting in the controller, on no engine
         self.ready.extendleft(reversed(unplaced))
         self.n_ready += len(unplaced)
 
