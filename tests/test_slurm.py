@@ -148,10 +148,10 @@ def test_engines_drain_before_the_walltime(slurm, tmp_path):
         finished = {ar.msg_ids[0]: ar.exception(timeout=0) for ar in [long_task, *queued]
                      if ar.done()}
         assert finished == {}, f"tasks finished before the drain ended: {finished}"
-        log = open(tmp_path / "helper.log", "w")
-        helper = subprocess.Popen([sys.executable, "-m", "hpclaunch.engine", "--file",
-                                   paths.engine_file(pdir)], stdout=log, stderr=log,
-                                  stdin=subprocess.DEVNULL)
+        with open(tmp_path / "helper.log", "w") as log:
+            helper = subprocess.Popen([sys.executable, "-m", "hpclaunch.engine", "--file",
+                                       paths.engine_file(pdir)], stdout=log, stderr=log,
+                                      stdin=subprocess.DEVNULL)
         assert long_task.get(timeout=30) == "long"
         assert [ar.get(timeout=30) for ar in queued] == [0, 1, 2, 3]
         assert long_task.metadata["engine_id"] == drainer
