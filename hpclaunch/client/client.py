@@ -1,11 +1,13 @@
 """Client: the connection to a running controller and the books of what was sent.
 
-Two DEALERs go to the controller's one port: ``send`` (user threads, under a lock) and
-``recv`` (the I/O thread's). Everything the client knows arrives on ``recv`` and is
-recorded by the Inbox, so ``ids``, ``results`` and futures stay current without spin().
+Three DEALERs go to the controller's one port: ``send`` (user threads, under a lock),
+``recv`` (the I/O thread's) and the SyncChannel (a blocking call sends there and reads its
+own replies, one thread at a time). Everything else arrives on ``recv`` and is recorded by
+the Inbox, so ``ids``, ``results`` and futures stay current without spin().
 """
 
 import concurrent.futures
+import contextlib
 import socket
 import threading
 import time
@@ -20,7 +22,12 @@ from .inbox import HubRequest, Inbox, new_metadata
 from .iothread import IOThread, dealer
 from .loadbalanced import LoadBalancedView
 from .records import TaskRecords
+from .syncchannel import SyncChannel
 from .view import DirectView
+
+#: A future that is already done: what a SyncChannel waits for when sending failed.
+_ALREADY_DONE = concurrent.futures.Future()
+_ALREADY_DONE.set_result(None)
 
 
 class Client(TaskRecords):
@@ -59,11 +66,14 @@ class Client(TaskRecords):
         self._result_poll = None
         try:
             self._send_socket = dealer(self._context, self.url, curve)
+            self._sync = SyncChannel(self._context, self.url, curve, self._inbox.on_frames,
+                                     self._inbox.pending)
             self._io = IOThread(self._context, self.url, on_start=self._send_connect,
                                 on_frames=self._inbox.on_frames, on_tick=self._poll_hub,
                                 wants_tick=lambda: bool(self._inbox.hub_watch),
                                 send_socket=self._send_socket, send_lock=self._send_lock,
-                                curve=curve)
+                                curve=curve, sync_channel=self._sync)
+            self._sync.wake_io = self._io.wake
         except BaseException:  # e.g. malformed Curve keys: leave no ssh process behind
             self._closed = True
             self.close()
@@ -150,6 +160,7 @@ class Client(TaskRecords):
             self._send_socket.close(linger=0)
         self._inbox.fail_all(error.HpclaunchError(
             "the Client was closed before this request got a reply"))
+        self._sync.close()
         if stopped:
             self._context.term()
         if self._tunnel is not None:
@@ -257,18 +268,36 @@ class Client(TaskRecords):
             raise error.TunnelError(str(self._tunnel_error))
 
     def _submit(self, msg_type, content, jobs, fname, ar_class=AsyncResult, balanced=None,
-                **ar_kwargs):
+                wait=False, **ar_kwargs):
         """Send one request per ``(engine_id, buffers)`` job; returns their AsyncResult.
 
         Registration precedes sending so a reply can never outrun its future. The same
         buffers list may be given for every engine: it is pickled once, signed per message.
         A job whose engine_id is None goes to the load-balanced scheduler with the
         ``balanced`` metadata (targets/after/follow/timeout/retries) instead of an engine.
+        ``wait=True`` (a blocking call) returns once every reply is in, read by this
+        thread on the SyncChannel when it is free (see syncchannel.py).
         """
         self._check_open()
-        session, sock, inbox = self.session, self._send_socket, self._inbox
+        sync = self._sync if wait and self._sync.try_borrow() else None
+        sent = []
+        try:
+            ar = self._send_requests(msg_type, content, jobs, fname, ar_class, balanced,
+                                     sync, sent, ar_kwargs)
+        except BaseException:
+            if sync is not None:  # replies to what did go out are the I/O thread's to read
+                sync.wait(_ALREADY_DONE, sent)
+            raise
+        if sync is not None:
+            sync.wait(ar, ar.msg_ids)
+        return ar
+
+    def _send_requests(self, msg_type, content, jobs, fname, ar_class, balanced, sync, sent,
+                       ar_kwargs):
+        session, inbox = self.session, self._inbox
         pending, metadata, outstanding = inbox.pending, inbox.metadata, inbox.outstanding
-        with self._send_lock:
+        sock = self._send_socket if sync is None else sync.socket
+        with self._send_lock if sync is None else contextlib.nullcontext():
             headers = [session.header(msg_type) for _ in jobs]
             msg_ids = [h["msg_id"] for h in headers]
             ar = ar_class(inbox, msg_ids, fname=fname, targets=[e for e, _ in jobs], **ar_kwargs)
@@ -278,10 +307,14 @@ class Client(TaskRecords):
                 pending[msg_id] = ar
                 outstanding.add(msg_id)
                 md = balanced if engine_id is None else {"engine": engine_id}
+                if sync is not None:
+                    md = {**(md or {}), "answer_here": True}
                 session.send(sock, msg_type, content, metadata=md, buffers=buffers,
                              header=header)
+                sent.append(msg_id)
             self.history.extend(msg_ids)
-            self._check_send_socket()
+            if sync is None:
+                self._check_send_socket()
         return ar
 
     def _check_send_socket(self):

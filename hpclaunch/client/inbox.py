@@ -100,13 +100,19 @@ class Inbox:
         self.connect_request = None  # the HubRequest of connect_request, until answered
         self.controller_shut_down = False
         self._follow_lock = threading.Lock()
+        # the I/O thread and a thread reading its own replies (SyncChannel) both feed us
+        self._lock = threading.Lock()
         self._log = RateLimitedLog(log, interval=5.0)
         # controller-made task failures for msg_ids not (yet) registered: a resubmitted task
         # the scheduler fails at once is answered before resubmit_reply names its new msg_id
         self.orphans = collections.OrderedDict()
 
-    # -- entry point (I/O thread) -----------------------------------------------
+    # -- entry point (I/O thread, or a SyncChannel borrower) ------------------------
     def on_frames(self, frames):
+        with self._lock:
+            self._on_frames(frames)
+
+    def _on_frames(self, frames):
         try:
             idents, signed = split_idents(frames)
             if len(signed) >= 5 and len(signed[0]) == 0:

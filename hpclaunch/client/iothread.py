@@ -9,6 +9,9 @@ It also reads the user threads' ``send`` socket, under their lock: the controlle
 a rejected signature on the socket that sent the message, and a future must not hang on
 an answer nobody reads. Only the socket's file descriptor is polled (an OS call, not a
 socket operation), so the two threads never use that socket at the same time.
+
+The SyncChannel (blocking calls read their own replies) is watched only while a caller
+left late replies on it; it is then the I/O thread's until none is missing.
 """
 
 import itertools
@@ -44,7 +47,8 @@ class IOThread(threading.Thread):
     results)."""
 
     def __init__(self, context, url, on_start, on_frames, on_tick=None, wants_tick=None,
-                 tick_interval=0.5, send_socket=None, send_lock=None, curve=None):
+                 tick_interval=0.5, send_socket=None, send_lock=None, curve=None,
+                 sync_channel=None):
         n = next(_thread_numbers)
         super().__init__(name=f"hpclaunch-client-io-{n}", daemon=True)
         self.recv_socket = dealer(context, url, curve)
@@ -59,6 +63,7 @@ class IOThread(threading.Thread):
         self._on_tick, self._wants_tick = on_tick, wants_tick or (lambda: False)
         self.tick_interval = tick_interval
         self._send_socket, self._send_lock = send_socket, send_lock
+        self._sync = sync_channel  # watched only while it holds late replies (WATCHED)
         self.stopped = threading.Event()
 
     def run(self):
@@ -72,6 +77,7 @@ class IOThread(threading.Thread):
             if self._send_socket is not None:
                 send_fd = self._send_socket.getsockopt(zmq.FD)
                 poller.register(send_fd, zmq.POLLIN)
+            sync_sock = None
             next_tick = 0.0
             while True:
                 ticking = self._on_tick is not None and self._wants_tick()
@@ -83,6 +89,12 @@ class IOThread(threading.Thread):
                     break
                 if send_fd is not None and (send_fd in events or wake in events):
                     self._drain_send_socket()
+                if sync_sock is None and self._sync is not None and self._sync.watched:
+                    sync_sock = self._sync.socket
+                    poller.register(sync_sock, zmq.POLLIN)
+                if sync_sock is not None and self._safely(self._sync.drain):
+                    poller.unregister(sync_sock)
+                    sync_sock = None
                 if ticking and time.monotonic() >= next_tick:
                     next_tick = time.monotonic() + self.tick_interval
                     self._safely(self._on_tick)
@@ -131,9 +143,9 @@ class IOThread(threading.Thread):
     @staticmethod
     def _safely(fn):
         try:
-            fn()
+            return fn()
         except Exception:
-            log.exception("error in the client's periodic poll")
+            log.exception("error in the client's I/O thread (%s)", getattr(fn, "__name__", fn))
 
     def wake(self):
         """Make the loop re-check whether it should tick (e.g. a result is now watched)."""

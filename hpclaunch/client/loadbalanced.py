@@ -138,9 +138,11 @@ class LoadBalancedView(View):
     def _really_apply(self, f, args=(), kwargs=None, block=None):
         md = self._metadata()
         buffers = pack_apply(f, args, kwargs)  # SerializationError before any send
+        block = self._block(block)
         ar = self.client._submit("apply_request", {}, [(None, buffers)],
-                                 getattr(f, "__name__", "apply"), balanced=md, single=True)
-        return ar.get() if self._block(block) else ar
+                                 getattr(f, "__name__", "apply"), balanced=md, single=True,
+                                 wait=block)
+        return ar.get() if block else ar
 
     # -- map ------------------------------------------------------------------------
     def map(self, f, *sequences, chunksize=None, ordered=True, block=None):
@@ -183,9 +185,11 @@ class LoadBalancedView(View):
         for lo in range(0, n, chunksize):
             chunks = [s[lo:lo + chunksize] for s in sequences]
             jobs.append((None, packer.pack(chunks) if mapping else pack_apply(f, chunks)))
+        block = self._block(block)
         ar = self.client._submit("apply_request", {}, jobs, getattr(f, "__name__", "map"),
-                                 ar_class=AsyncMapResult, balanced=md, ordered=ordered)
-        return ar.get() if self._block(block) else ar
+                                 ar_class=AsyncMapResult, balanced=md, ordered=ordered,
+                                 wait=block)
+        return ar.get() if block else ar
 
 
 _CHECKS = {

@@ -104,9 +104,10 @@ class DirectView(View):
 
     def _send(self, msg_type, content, buffers, targets, block, fname, unwrap=None):
         targets, engines = self._engines(targets)
+        block = self._block(block)
         ar = self.client._submit(msg_type, content, [(e, buffers) for e in engines], fname,
-                                 single=isinstance(targets, int), unwrap=unwrap)
-        return ar.get() if self._block(block) else ar
+                                 single=isinstance(targets, int), unwrap=unwrap, wait=block)
+        return ar.get() if block else ar
 
     def _really_apply(self, f, args=(), kwargs=None, block=None, targets=None):
         buffers = pack_apply(f, args, kwargs)  # raises SerializationError before any send
@@ -127,19 +128,21 @@ class DirectView(View):
             args = (f, *chunks) if mapping else chunks
             jobs.append((engine, pack_apply(map_chunk if mapping else f, args)))
         name = getattr(f, "__name__", "map")
+        block = self._block(block)
         ar = self.client._submit("apply_request", {}, jobs, name, ar_class=AsyncMapResult,
-                                 dist=dist)
-        return ar.get() if self._block(block) else ar
+                                 dist=dist, wait=block)
+        return ar.get() if block else ar
 
     # -- code and namespace ------------------------------------------------------
     def execute(self, code, silent=True, targets=None, block=None):
         """Run ``code`` in the engines' namespace; returns the AsyncResult (waited for,
         and its errors raised, when blocking)."""
         targets, engines = self._engines(targets)
+        block = self._block(block)
         ar = self.client._submit("execute_request", {"code": code, "silent": bool(silent)},
                                  [(e, ()) for e in engines], "execute",
-                                 single=isinstance(targets, int))
-        if self._block(block):
+                                 single=isinstance(targets, int), wait=block)
+        if block:
             ar.get()
         return ar
 

@@ -43,6 +43,7 @@ class Hub:
         self._engine_by_ident = {}          # main socket routing id -> engine id
         self.clients = {}                   # client session -> routing id of its recv socket
         self.departed = DepartedEngines()   # why engines left, for requests that name them
+        self._answer_to = {}                # msg_id -> routing id of the socket that asked
         self.rejected = RateLimitedLog(log)
         self._last_sig_reply = {}           # routing id -> time of last signature_error
         self.stopping = False
@@ -121,10 +122,21 @@ class Hub:
         if ident is not None:
             send_frames(self.socket, [ident, DELIM, *signed_frames])
 
+    def deliver(self, parent, signed_frames):
+        """The answer to a client's request: to the socket that sent it when the request
+        asked for that (metadata ``answer_here``: a thread blocked on the reply reads it
+        itself), else to the client's receiving socket."""
+        ident = self._answer_to.pop(parent.get("msg_id"), None) or self.clients.get(
+            parent.get("session"))
+        if ident is not None:
+            send_frames(self.socket, [ident, DELIM, *signed_frames])
+
     def reply(self, request, msg_type, content, metadata=None, buffers=()):
-        """Answer a request, signed by the hub: to its client's receiving socket when the
-        session is a connected client, else to the socket that asked (an engine)."""
-        ident = self.clients.get(request.header["session"], request.idents[0])
+        """Answer a request, signed by the hub: to the socket that asked when it said
+        ``answer_here``, else to its client's receiving socket when the session is a
+        connected client, else to the socket that asked (an engine)."""
+        ident = self._answer_to.pop(request.header["msg_id"], None) or self.clients.get(
+            request.header["session"], request.idents[0])
         self.session.send(self.socket, msg_type, content, parent=request.header,
                           metadata=metadata, buffers=buffers, ident=ident)
 
@@ -237,7 +249,7 @@ class Hub:
         _, frames = self.session.pack(reply_type(header["msg_type"]), content, header, metadata)
         signed = frames[1:]
         self.db.complete(header["msg_id"], content["status"], signed, None, now, "", "")
-        self.to_client(header["session"], signed)
+        self.deliver(header, signed)
 
     # -- clients -----------------------------------------------------------------
     def _connect(self, msg):
@@ -250,6 +262,8 @@ class Hub:
     def _request(self, msg):
         """A client's request for an engine: route it (direct) or hand it to the scheduler."""
         self.clients.setdefault(msg.header["session"], msg.idents[0])
+        if msg.metadata.get("answer_here") is True:
+            self._answer_to[msg.header["msg_id"]] = msg.idents[0]
         eid = msg.metadata.get("engine")
         if msg.msg_type == "shutdown_request" and eid is None:
             self._shutdown_request(msg)
@@ -313,7 +327,7 @@ class Hub:
                                 time.time(), md.get("stdout", ""), md.get("stderr", ""))
         if task is not None:
             rec.completed += 1
-        self.to_client(msg.parent.get("session"), msg.frames)
+        self.deliver(msg.parent, msg.frames)
         if balanced:
             self.scheduler.done(parent_id)
 
