@@ -14,6 +14,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 
 import psutil
 import pytest
@@ -21,6 +22,7 @@ import pytest
 from batch_helpers import ROOT, hpclaunch, job_ids, make_profile, squeue_active
 from conftest import processes_under
 from hpclaunch.launch import Profile, ProfileError, ProcessRecord, plan_jobs, state_file
+from hpclaunch.launch.profile import parse_walltime
 from hpclaunch.launch.ssh import plan_hosts
 from sshd_helpers import alive, free_port, private_sshd, throwaway_host_keys, wait_until
 from test_slurm import slurm  # noqa: F401 - the session fixture that starts the real Slurm
@@ -255,7 +257,8 @@ def test_render_shows_the_ssh_fanout(system, nodes, tmp_path, monkeypatch):
     assert nodes in text
     assert ("ssh -o BatchMode=yes -o ConnectTimeout=20 -i /keys/id -o IdentitiesOnly=yes "
             "-o Port=2222 -tt \"$hpclaunch_node\"") in text
-    assert "python3 -m hpclaunch.engine --file /p/engine.json &" in text
+    assert ('python3 -m hpclaunch.engine --file /p/engine.json --drain-at "$HPCLAUNCH_DRAIN_AT" &'
+            in text)
     assert text.count("module load python") == 2, "env_setup runs in the job and on each node"
     assert "engines_per_node = 2" in text and "${#hpclaunch_nodes[@]}" in text
     if shutil.which("bash"):
@@ -265,8 +268,9 @@ def test_render_shows_the_ssh_fanout(system, nodes, tmp_path, monkeypatch):
 
 def test_ssh_fanout_script_starts_engines_per_node(tmp_path):
     """Run the rendered fan-out with `ssh` and `scontrol` replaced by tiny scripts that log
-    their arguments (and run the remote command locally), to check the node split and the
-    remote quoting without a cluster."""
+    their arguments (and run the remote command locally in a bare environment, as sshd
+    would), to check the node split, the remote quoting and that the job's drain time
+    reaches the engines on the nodes, without a cluster."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "scontrol").write_text("#!/bin/sh\nprintf 'n1\\nn2\\nn3\\n'\n")
@@ -275,12 +279,13 @@ def test_ssh_fanout_script_starts_engines_per_node(tmp_path):
         "for last; do :; done\n"                      # the remote command is the last word
         "node=${@: -2:1}\n"
         f"echo \"$node\" >> {tmp_path}/nodes\n"
-        "exec sh -c \"$last\"\n")
+        "exec env -i PATH=\"$PATH\" sh -c \"$last\"\n")
     for tool in ("scontrol", "ssh"):
         os.chmod(bin_dir / tool, 0o755)
     profile = Profile(system="slurm", fanout="ssh", env_setup=["echo \"it's set up\""])
-    argv = ["sh", "-c", f"echo engine on $$ >> {tmp_path}/engines"]
+    argv = ["sh", "-c", f'echo "engine $*" >> {tmp_path}/engines', "engine"]
     [job] = plan_jobs(profile, 5, str(tmp_path), argv)
+    began = time.time()
     script = tmp_path / "job.sh"
     script.write_text(job.text)
     env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", SLURM_JOB_ID="1",
@@ -289,7 +294,12 @@ def test_ssh_fanout_script_starts_engines_per_node(tmp_path):
                           timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     assert sorted((tmp_path / "nodes").read_text().split()) == ["n1", "n2", "n3"]
-    assert len((tmp_path / "engines").read_text().splitlines()) == 5
+    engines = (tmp_path / "engines").read_text().splitlines()
+    assert len(engines) == 5
+    drain_at = began + parse_walltime(profile.walltime) - profile.drain_margin_seconds()
+    for line in engines:
+        flag, value = line.split()[1:]
+        assert flag == "--drain-at" and abs(int(value) - drain_at) < 30, line
     assert "2 engine(s) on n1" in done.stdout and "1 engine(s) on n3" in done.stdout
     assert done.stdout.count("it's set up") == 4, "once in the job, once per node"
 

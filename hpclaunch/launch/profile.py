@@ -23,6 +23,8 @@ _JOBS_SHAPE = re.compile(r"^jobs:(\d+)$")
 _SRUN_MPI = re.compile(r"^[\w.-]+$")
 _SSH_OPTION = re.compile(r"^[A-Za-z][A-Za-z0-9]*=\S.*$")
 _SSH_EXAMPLES = {"hosts": '["node1", "me@node2:2222"]', "ssh_options": '["Port=2222"]'}
+#: The longest default drain margin (seconds); see Profile.drain_margin_seconds.
+DRAIN_MARGIN_CAP = 600
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -38,6 +40,7 @@ class Profile:
     queue: str = None
     account: str = None
     walltime: str = "01:00:00"
+    drain_margin: object = None   # seconds or 'HH:MM:SS'; None: a tenth of the walltime
     nodes: int = None
     engines_per_node: int = None
     cpus_per_engine: int = 1
@@ -75,6 +78,7 @@ class Profile:
             raise ProfileError(f"system = {self.system!r} is not a batch system hpclaunch knows; "
                                f"use one of {', '.join(SYSTEMS)}{_closest(self.system, SYSTEMS)}")
         parse_walltime(self.walltime)
+        self.drain_margin_seconds()
         for name in ("nodes", "engines_per_node", "cpus_per_engine"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)
@@ -149,6 +153,28 @@ class Profile:
                                "'one-job' (N engines in one job), 'array' (a job array of N "
                                "tasks) or 'jobs:K' (K jobs of N/K engines, K >= 1)")
         return int(match.group(1))
+
+    def drain_margin_seconds(self):
+        """Seconds before the walltime ends at which engines in a job stop taking work.
+
+        Unset: the last tenth of the walltime, at most DRAIN_MARGIN_CAP, so a short test
+        job still runs most of its time and a long one keeps minutes for a last task.
+        0 turns draining off (the scheduler's kill at the walltime then ends the engines)."""
+        walltime = parse_walltime(self.walltime)
+        if self.drain_margin is None:
+            return min(walltime // 10, DRAIN_MARGIN_CAP)
+        margin = self.drain_margin
+        if isinstance(margin, str) and _WALLTIME.match(margin):
+            margin = parse_walltime(margin)
+        if not isinstance(margin, int) or isinstance(margin, bool) or margin < 0:
+            raise ProfileError(f"drain_margin = {self.drain_margin!r} is not a time: give whole "
+                               "seconds (e.g. 300) or 'HH:MM:SS'; 0 turns draining off")
+        if margin >= walltime:
+            raise ProfileError(f"drain_margin = {self.drain_margin!r} is not shorter than "
+                               f"walltime = {self.walltime!r}: engines would drain as soon as "
+                               "the job starts; make it smaller than the walltime (or 0: no "
+                               "draining)")
+        return margin
 
     @property
     def effective_fanout(self):

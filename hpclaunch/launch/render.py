@@ -107,6 +107,7 @@ def job_context(profile, kind, engines, array, output, engine_argv, total, index
         total_engines=total, job_index=index, nodes=nodes, cpus_per_engine=cpus,
         fanout=profile.effective_fanout, output=output,
         walltime_seconds=parse_walltime(profile.walltime),
+        drain_margin_seconds=profile.drain_margin_seconds(),
         memory=kind.format_memory(memory) if memory else None,
         memory_per_cpu=kind.format_memory(-(-memory // cpus)) if memory else None,
         memory_per_node=kind.format_memory(memory * per_node) if memory and per_node else None,
@@ -117,8 +118,10 @@ def job_context(profile, kind, engines, array, output, engine_argv, total, index
 
 
 def render_template(path, context):
-    """Render one template strictly: a missing field is an error naming it and the line."""
-    # A profile's own template may include the shipped partials (ssh-fanout.sh.j2).
+    """Render one template strictly: a missing field is an error naming it and the line.
+
+    Partials (``_jobend.sh.j2``, ``ssh-fanout.sh.j2``) are found next to the template, then
+    among the shipped templates, so a profile's own template can use them too."""
     shipped = find_data_dir("templates", TEMPLATE_ENV)
     search = [os.path.dirname(path)] + ([shipped] if shipped else [])
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(search),
