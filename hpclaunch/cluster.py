@@ -291,8 +291,10 @@ class Cluster:
         lines = [f"only {len(engines)} of {n} engines registered: {why}"]
         for record in failing[:4]:
             code = self._launcher.system.exit_code(record)
-            how = "running" if record not in dead else f"exited, status {code}"
-            lines.append(f"--- {record.role} (pid {record.pid}, {how}); last lines of "
+            how = "running" if record not in dead else \
+                "exited" + (f", status {code}" if code is not None else "")
+            where = f" on {record.host}" if record.host else ""
+            lines.append(f"--- {record.role} (pid {record.pid}{where}, {how}); last lines of "
                          f"{record.log}:\n{tail(record.log, lines=12)}")
         if len(failing) > 4:
             lines.append(f"... and {len(failing) - 4} more; see {paths.logs_dir(self.profile_dir)}")
@@ -378,16 +380,19 @@ class Cluster:
         jobs = [{"job_id": j.job_id, "system": j.system, "state": states[j.job_id].value,
                  "engines": j.engines} for j in state.jobs]
         rows = []
+        remote = {r.pid: r.host for r in state.engines if r.host is not None}
         for eid in sorted(engines):
             info, q = engines[eid], queues.get(eid, {})
             waiting = q.get("queue", 0) + q.get("tasks", 0)
             job_id = job_of(info, state.jobs)
-            rows.append({"id": eid, "host": info.get("hostname", "?"), "pid": info.get("pid"),
+            host = remote.get(info.get("pid")) or info.get("hostname", "?")
+            rows.append({"id": eid, "host": host, "pid": info.get("pid"),
                          "state": f"busy ({waiting} queued)" if waiting else "idle",
                          "completed": q.get("completed", 0), "job": job_id,
                          "job_state": states[job_id].value if job_id in states else None})
         for record in self._unregistered(engines):
-            rows.append({"id": None, "host": "localhost", "pid": record.pid, "completed": 0,
+            rows.append({"id": None, "host": record.host or "localhost", "pid": record.pid,
+                         "completed": 0,
                          "state": "starting" if self._launcher.system.is_running(record)
                          else "exited"})
         return {"profile_dir": self.profile_dir, "url": state.url, "started": state.started,

@@ -38,6 +38,11 @@ class EngineError(HpclaunchError):
     """The engine running a task died (or left) before replying."""
 
 
+class EngineDraining(EngineError):
+    """The engine is draining before its batch job's walltime ends: it finishes its running
+    task and takes no new ones, so a task sent to it directly did not run."""
+
+
 class TaskAborted(HpclaunchError):
     """A queued task was aborted before it ran."""
 
@@ -114,6 +119,8 @@ def wrap_exception(content, engine_info=None):
     info = dict(engine_info or {}, **content.get("engine_info", {}))
     if ename == "EngineError":
         return EngineError(evalue)
+    if ename == "EngineDraining":
+        return EngineDraining(evalue)
     if ename == "TaskAborted":
         return TaskAborted(evalue)
     if ename in _SCHEDULER_ERRORS:

@@ -95,7 +95,8 @@ def test_slurm_one_job_fans_out_with_srun(tmp_path):
     for line in ("#SBATCH --partition=debug", "#SBATCH --account=proj", "#SBATCH --ntasks=8",
                  "#SBATCH --nodes=2", "#SBATCH --cpus-per-task=2", "#SBATCH --mem-per-cpu=512M",
                  "module load py",
-                 "srun --ntasks=8 --cpus-per-task=2 --kill-on-bad-exit=0 " + " ".join(ENGINE)):
+                 "srun --ntasks=8 --cpus-per-task=2 --kill-on-bad-exit=0 " + " ".join(ENGINE)
+                 + ' --drain-at "$HPCLAUNCH_DRAIN_AT"'):
         assert line in job.text.splitlines(), line
 
 
@@ -103,7 +104,8 @@ def test_slurm_array_runs_one_engine_per_task(tmp_path):
     (job,) = plan_jobs(Profile(system="slurm", job_shape="array"), 8, str(tmp_path), ENGINE)
     lines = job.text.splitlines()
     assert "#SBATCH --array=1-8" in lines and "#SBATCH --ntasks=1" in lines
-    assert "exec " + " ".join(ENGINE) in lines and job.array_size == 8
+    assert "exec " + " ".join(ENGINE) + ' --drain-at "$HPCLAUNCH_DRAIN_AT"' in lines
+    assert job.array_size == 8
 
 
 def test_jobs_shape_makes_k_jobs(tmp_path):

@@ -234,3 +234,71 @@ def test_status_and_stop_in_another_shell_see_a_job_that_add_waits_for(slurm):
     assert "adding 2 engines failed; the cluster was stopped meanwhile" in err
     assert_nothing_left(pdir, ids)
     assert not os.path.exists(state_file(pdir))
+
+
+def test_engines_drain_before_the_walltime(slurm, tmp_path):
+    """walltime 1 min, drain margin 45 s: the engine drains ~15 s into its job, finishes
+    its long task, gives the queued ones back (a local engine started after the drain runs
+    them) and exits 0, so the job completes well before its walltime."""
+    import subprocess
+
+    import hpclaunch as hl
+    from hpclaunch.protocol import paths
+    from remote_helpers import sleep_then
+
+    name = "slurm-drain"
+    pdir = make_profile(name, walltime="00:01:00", drain_margin=45)
+    started = hpclaunch("start", "--profile", name, "-n", "1", "--daemonize")
+    assert started.returncode == 0, started.stdout + started.stderr
+    (job,) = job_ids(pdir)
+    rc = hl.Client(profile=name, timeout=30)
+    helper = None
+    try:
+        (drainer,) = rc.ids
+        drain_at = rc.engines[drainer]["drain_at"]
+        assert 0 < drain_at - time.time() < 17, "drain time = job start + 60 s - 45 s"
+        lv = rc.load_balanced_view()
+        long_task = lv.apply_async(sleep_then, drain_at + 3 - time.time(), "long")
+        queued = [lv.apply_async(sleep_then, 0.1, i) for i in range(4)]
+        time.sleep(max(0.0, drain_at + 1 - time.time()))
+        finished = {ar.msg_ids[0]: ar.exception(timeout=0) for ar in [long_task, *queued]
+                     if ar.done()}
+        assert finished == {}, f"tasks finished before the drain ended: {finished}"
+        with open(tmp_path / "helper.log", "w") as log:
+            helper = subprocess.Popen([sys.executable, "-m", "hpclaunch.engine", "--file",
+                                       paths.engine_file(pdir)], stdout=log, stderr=log,
+                                      stdin=subprocess.DEVNULL)
+        assert long_task.get(timeout=30) == "long"
+        assert [ar.get(timeout=30) for ar in queued] == [0, 1, 2, 3]
+        assert long_task.metadata["engine_id"] == drainer
+        assert drainer not in {ar.metadata["engine_id"] for ar in queued}
+        deadline = time.monotonic() + 20
+        while drainer in rc.ids and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert drainer not in rc.ids
+        deadline = time.monotonic() + 30
+        while squeue_active([job]) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert squeue_active([job]) == []
+        # no accounting here (see slurm-setup.sh): slurmctld keeps a finished job for minutes
+        shown = subprocess.run(["scontrol", "-o", "show", "job", job], capture_output=True,
+                               text=True).stdout
+        fields = dict(w.split("=", 1) for w in shown.split() if "=" in w)
+        print(f"\nslurm drain: job {job} {fields['JobState']} exit {fields['ExitCode']} after "
+              f"{fields['RunTime']} (walltime {fields['TimeLimit']})")
+        assert (fields["JobState"], fields["ExitCode"]) == ("COMPLETED", "0:0")
+        assert fields["TimeLimit"] == "00:01:00" and fields["RunTime"] < "00:00:50"
+        (output,) = [os.path.join(paths.logs_dir(pdir), f) for f in
+                     os.listdir(paths.logs_dir(pdir)) if f == f"job-1-{job}.out"]
+        text = open(output).read()
+        assert "queued tasks go back to the controller" in text
+        assert "drained before the batch job's walltime ends" in text
+        assert "DUE TO TIME LIMIT" not in text
+    finally:
+        rc.close()
+        if helper is not None:
+            helper.terminate()
+            helper.wait(timeout=10)
+        stopped = hpclaunch("stop", "--profile", name)
+    assert stopped.returncode == 0, stopped.stderr
+    assert_nothing_left(pdir, [job])

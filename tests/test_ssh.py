@@ -24,6 +24,7 @@ import pytest
 import hpclaunch as hl
 from hpclaunch import error
 from hpclaunch.tunnel import TunnelError, parse_sshserver, split_tcp_url
+from sshd_helpers import ssh_processes_of, throwaway_host_keys, wait_until
 
 pytestmark = pytest.mark.ssh
 
@@ -31,11 +32,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NETNS = os.path.join(ROOT, "scripts", "netns.sh")
 CLUSTER_IP = "10.78.0.1"
 BACKENDS = {"openssh": False, "paramiko": True}
-SSH_CONFIG = """Host *
-  StrictHostKeyChecking no
-  UserKnownHostsFile /dev/null
-  LogLevel ERROR
-"""
 
 
 def namespaces_unavailable():
@@ -53,33 +49,8 @@ def namespaces_unavailable():
     return None
 
 
-def ssh_processes_of(pid):
-    """ssh/scp child processes still running under ``pid``."""
-    try:
-        children = psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-    found = []
-    for child in children:
-        try:
-            if child.name() in ("ssh", "scp") and child.status() != psutil.STATUS_ZOMBIE:
-                found.append(child)
-        except psutil.NoSuchProcess:
-            pass
-    return found
-
-
 def paramiko_threads():
     return [t.name for t in threading.enumerate() if t.name.startswith("hpclaunch-paramiko-")]
-
-
-def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what()}")
 
 
 @pytest.fixture(scope="module")
@@ -90,27 +61,19 @@ def login_node(tmp_path_factory):
     if reason:
         pytest.skip(reason)
     state = str(tmp_path_factory.mktemp("netns"))
-    config = os.path.join(state, "ssh_config")
-    with open(config, "w") as f:
-        f.write(SSH_CONFIG)
-    saved = os.environ.get("HPCLAUNCH_SSH_CONFIG")
-    os.environ["HPCLAUNCH_SSH_CONFIG"] = config
-    try:
-        up = subprocess.run(["bash", NETNS, "up", f"hlssh-{os.getpid()}", state, "22022"],
-                            capture_output=True, text=True, timeout=400)
-        assert up.returncode == 0, f"netns.sh up failed:\n{up.stdout}\n{up.stderr}"
-        with open(os.path.join(state, "netns.env")) as f:
-            env = dict(line.split("=", 1) for line in f.read().split())
-        with open(os.path.join(state, "sshd", "sshd.pid")) as f:
-            sshd_pid = int(f.read())
-        yield {"ns": env["NS"], "server": f"root@{env['LOGIN_IP']}:{env['SSH_PORT']}",
-               "key": env["SSH_KEY"], "login_ip": env["LOGIN_IP"], "sshd_pid": sshd_pid}
-    finally:
-        subprocess.run(["bash", NETNS, "down", state], timeout=60)
-        if saved is None:
-            os.environ.pop("HPCLAUNCH_SSH_CONFIG", None)
-        else:
-            os.environ["HPCLAUNCH_SSH_CONFIG"] = saved
+    with throwaway_host_keys(state):
+        try:
+            up = subprocess.run(["bash", NETNS, "up", f"hlssh-{os.getpid()}", state, "22022"],
+                                capture_output=True, text=True, timeout=400)
+            assert up.returncode == 0, f"netns.sh up failed:\n{up.stdout}\n{up.stderr}"
+            with open(os.path.join(state, "netns.env")) as f:
+                env = dict(line.split("=", 1) for line in f.read().split())
+            with open(os.path.join(state, "sshd", "sshd.pid")) as f:
+                sshd_pid = int(f.read())
+            yield {"ns": env["NS"], "server": f"root@{env['LOGIN_IP']}:{env['SSH_PORT']}",
+                   "key": env["SSH_KEY"], "login_ip": env["LOGIN_IP"], "sshd_pid": sshd_pid}
+        finally:
+            subprocess.run(["bash", NETNS, "down", state], timeout=60)
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ def choose_mode(in_job, controller_in_job, command, daemonize, settings):
                                "but a command stops it when it ends; use one of them")
     if not in_job:
         controller_in_job = controller_in_job or settings.controller_in_job
-        if controller_in_job and settings.system in ("local", "mpi"):
+        if controller_in_job and settings.system in ("local", "mpi", "ssh"):
             raise click.UsageError(f"--controller-in-job submits a batch job, but the profile "
                                    f"has system = {settings.system!r}, which has no batch "
                                    "jobs; set system in its profile.toml (hpclaunch profile "

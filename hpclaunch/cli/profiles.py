@@ -26,8 +26,8 @@ def profile():
 @profile.command("create")
 @click.argument("name")
 @click.option("--system", default=None, metavar="SYSTEM",
-              help="Batch system: local, slurm, pbs (PBS Pro), torque, sge, lsf or mpi "
-                   "(default: the site's, else local).")
+              help="Batch system: local, slurm, pbs (PBS Pro), torque, sge, lsf, mpi "
+                   "(one mpiexec here) or ssh (a host list) (default: the site's, else local).")
 @click.option("--from-site", "site", default=None, metavar="SITE",
               help="Start from a site-config (see hpclaunch profile sites).")
 @click.option("--force", is_flag=True, help="Overwrite an existing profile.toml.")

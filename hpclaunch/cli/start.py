@@ -27,7 +27,8 @@ def _raise_terminated(_signum, _frame):
 @click.command(context_settings={"allow_interspersed_args": False})
 @click.option("-n", "n", type=int, default=None, callback=_at_least_one, metavar="N",
               help="Number of engines (default: with --in-job the job's task slots, else the "
-                   "profile's nodes x engines_per_node, else the number of CPUs here).")
+                   "profile's nodes (ssh: hosts) x engines_per_node, else the number of CPUs "
+                   "here).")
 @profile_options
 @click.option("--daemonize", is_flag=True,
               help="Return once every engine is up and leave the cluster running.")
@@ -58,11 +59,11 @@ def start(n, profile, profile_dir, daemonize, in_job, controller_in_job, ip, por
     """Start a controller here and N engines (here, or as batch jobs per the profile).
 
     A profile whose profile.toml says system = 'slurm' (see hpclaunch profile)
-    submits the engines as jobs and shows each job's state; the controller stays
-    on this machine unless --controller-in-job. system = 'mpi' starts them as
-    the ranks of one mpiexec here. Logs go to PROFILE_DIR/logs. Without
-    --daemonize the cluster runs until Ctrl-C (or SIGTERM), then stops; with it,
-    stop it later with hpclaunch stop.
+    submits the engines as jobs and shows each job's state; system = 'mpi' starts
+    them as the ranks of one mpiexec here, system = 'ssh' over ssh on the profile's
+    hosts. The controller stays on this machine unless --controller-in-job.
+    Logs go to PROFILE_DIR/logs. Without --daemonize the cluster runs until
+    Ctrl-C (or SIGTERM), then stops; with it, stop it later with hpclaunch stop.
 
     \b
     In your own sbatch/qsub/bsub script (batch-script mode):
@@ -90,7 +91,8 @@ def start(n, profile, profile_dir, daemonize, in_job, controller_in_job, ip, por
         ip = ip or settings.controller_ip or IN_JOB_IP
     elif not controller_in_job:  # else the job picks its address (profile, or --ip if given)
         ip = ip or settings.controller_ip or "127.0.0.1"
-    whole_nodes = (settings.nodes or 0) * (settings.engines_per_node or 0)
+    nodes = len(settings.hosts) if settings.system == "ssh" else settings.nodes
+    whole_nodes = (nodes or 0) * (settings.engines_per_node or 0)
     cluster = Cluster(n=n or whole_nodes or os.cpu_count() or 1, profile_dir=pdir,
                       log_level=log_level, controller_ip=ip, controller_port=port,
                       hb_period=hb_period, hb_liveness=hb_liveness, start_timeout=timeout,
@@ -112,7 +114,8 @@ def start(n, profile, profile_dir, daemonize, in_job, controller_in_job, ip, por
                    f"({label}{where})")
         if settings.system not in ("local", "mpi") and not (allocation or controller_in_job) \
                 and ip.startswith("127."):
-            click.echo(f"note: engines in {settings.system} jobs reach the controller only if "
+            where = "on ssh hosts" if settings.system == "ssh" else f"in {settings.system} jobs"
+            click.echo(f"note: engines {where} reach the controller only if "
                        f"they run on this machine; for compute nodes set controller_ip in "
                        f"{pdir}/profile.toml (or pass --ip)")
         if not controller_in_job:  # else the controller's job starts them

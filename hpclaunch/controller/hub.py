@@ -16,6 +16,8 @@ from ..error import ProtocolError, SignatureError
 from ..protocol.ratelimit import RateLimitedLog
 from ..protocol import DELIM, HEARTBEAT, N_FIXED, has_message, json_frame, recv_frames, send_frames, split_idents
 from . import queries
+from .drain import (DepartedEngines, draining_error, leaving_reason, parse_drain_request,
+                    start_draining)
 from .registry import EngineRegistry
 from .replies import error, reply_type
 from .scheduler import TaskScheduler
@@ -40,6 +42,7 @@ class Hub:
         self.scheduler = TaskScheduler(self, scheme, hwm)
         self._engine_by_ident = {}          # main socket routing id -> engine id
         self.clients = {}                   # client session -> routing id of its recv socket
+        self.departed = DepartedEngines()   # why engines left, for requests that name them
         self._answer_to = {}                # msg_id -> routing id of the socket that asked
         self.rejected = RateLimitedLog(log)
         self._last_sig_reply = {}           # routing id -> time of last signature_error
@@ -47,6 +50,7 @@ class Hub:
         self._handlers = {
             "registration_request": self._register,
             "unregistration_request": self._unregister,
+            "drain_request": self._engine_draining,
             "connect_request": self._connect,
         }
         for msg_type, query in queries.HANDLERS.items():
@@ -197,7 +201,21 @@ class Hub:
     def _unregister(self, msg):
         eid = self._engine_by_ident.get(msg.idents[0])
         if eid is not None:
-            self.engine_gone(eid, "it unregistered (the engine process exited)", logging.INFO)
+            self.engine_gone(eid, leaving_reason(self.engines.get(eid)), logging.INFO)
+
+    def _engine_draining(self, msg):
+        """An engine drains before its job's walltime ends (see drain.py); bad ones are dropped."""
+        rec = self.engines.get(self._engine_by_ident.get(msg.idents[0]))
+        if rec is None or rec.draining is not None:
+            self._reject("drain_request from a socket that is not a registered engine, or "
+                         "a repeated one", msg.idents[0], msg.msg_type)
+            return
+        try:
+            drain_at, running = parse_drain_request(msg.load_content(), rec)
+        except (ValueError, ProtocolError) as e:
+            self._reject("malformed drain_request", msg.idents[0], e)
+            return
+        start_draining(self, rec, drain_at, running, QUEUED)
 
     def engine_gone(self, eid, reason, level=logging.WARNING):
         """Forget an engine; retry or fail (EngineError) each of its unfinished requests."""
@@ -219,6 +237,7 @@ class Hub:
             self.answer(header, error("EngineError", text, engine_id=eid), eid)
             if msg_id in balanced:
                 self.scheduler.done(msg_id)
+        self.departed.add(eid, reason)
         self.notify("unregistration_notification", {"id": eid, "reason": reason})
 
     def answer(self, header, content, eid):
@@ -261,11 +280,14 @@ class Hub:
         rec = self.engines.get(eid) if isinstance(eid, int) else None
         if rec is None:
             self.reply(msg, reply_type(msg.msg_type), error(
-                "EngineError", f"engine {eid!r} is not registered (registered: {self.engines.ids()})",
-                engine_id=eid))
+                "EngineError", f"engine {eid!r} is not registered{self.departed.explain(eid)} "
+                               f"(registered: {self.engines.ids()})", engine_id=eid))
             return
         if msg.msg_type in QUEUED:
             self.record(msg, eid)
+            if rec.draining is not None:
+                self.answer(msg.header, draining_error(rec, msg.msg_type, msg.msg_id), eid)
+                return
         self.send_to_engine(rec, msg)
 
     def record(self, msg, eid):

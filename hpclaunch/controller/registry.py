@@ -11,7 +11,7 @@ class EngineRecord:
     """One registered engine and the requests it has not answered yet."""
 
     __slots__ = ("id", "uuid", "ident", "heart", "iopub", "hostname", "pid", "registered",
-                 "info", "outstanding", "balanced", "completed")
+                 "info", "outstanding", "balanced", "completed", "draining")
 
     def __init__(self, eid, uuid, ident, heart, iopub, hostname, pid, info):
         self.id = eid
@@ -26,6 +26,7 @@ class EngineRecord:
         self.outstanding = {}       # msg_id -> request header, in arrival order
         self.balanced = set()       # the outstanding msg_ids placed by the task scheduler
         self.completed = 0
+        self.draining = None        # its drain time (epoch seconds) once it drains
 
     def describe(self):
         return {"uuid": self.uuid, "hostname": self.hostname, "pid": self.pid,

@@ -85,6 +85,25 @@ class TaskScheduler:
             if why:
                 self._impossible(job, why)
 
+    def engine_draining(self, rec):
+        """A draining engine takes no more tasks (it stays registered until it leaves)."""
+        self.lru = [e for e in self.lru if e != rec.id]
+
+    def give_back(self, msg_ids):
+        """Tasks a draining engine never started: placed again as if new (no retry used,
+        the engine not held against them), ahead of tasks that were queued after them."""
+        unplaced = []
+        for msg_id in msg_ids:
+            job = self.in_flight.pop(msg_id, None)
+            if job is not None and not self._place(job):
+                job.state = "ready"
+                unplaced.append(job)
+                rec = self.hub.db.get(msg_id)
+                if rec is not None:
+                    rec.engine_id = None  # waiting in the controller, on no engine
+        self.ready.extendleft(reversed(unplaced))
+        self.n_ready += len(unplaced)
+
     def unassigned(self):
         return len(self.waiting) + self.n_ready
 

@@ -31,6 +31,10 @@ def build_parser():
                              "heartbeat has been silent this long (default: 30)")
     parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO",
                         help="logging level on stderr (default: INFO)")
+    parser.add_argument("--drain-at", type=_epoch_seconds, metavar="EPOCH",
+                        help="at this time (epoch seconds) finish the running task, give the "
+                             "queued ones back to the controller, unregister and exit 0; job "
+                             "templates pass it a margin before the batch job's walltime ends")
     parser.add_argument("--requested-id", type=_non_negative_int, metavar="N",
                         help="ask the controller for this engine id (it may refuse)")
     mpi = parser.add_argument_group(
@@ -108,7 +112,8 @@ def main(argv=None):
     try:
         try:
             engine = engine_class(url, info["key"], timeout=args.timeout,
-                                  curve=info.get("curve"), **engine_options)
+                                  curve=info.get("curve"), drain_at=args.drain_at,
+                                  **engine_options)
         except Exception as e:  # e.g. a malformed url in the connection file
             logger.error("cannot connect to %r from %s: %s", info.get("url"), path, e)
             return 1
@@ -134,6 +139,20 @@ def _positive_float(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 seconds")
+    return value
+
+
+def _epoch_seconds(text):
+    """A drain time: seconds since 1970 (what `date +%s` prints), e.g. 1795000000."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time in epoch seconds (e.g. $(date +%s)); an empty value "
+            "means the job template did not set HPCLAUNCH_DRAIN_AT") from None
+    if not 0 < value < 1e11:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a time in epoch seconds "
+                                         "(seconds since 1970, as `date +%s` prints)")
     return value
 
 

@@ -17,6 +17,7 @@ import zmq
 from ..error import ProtocolError
 from ..protocol import Session, has_message, make_curve_client, recv_frames, utcnow
 from .capture import captured_output
+from .drain import DrainSchedule, drain_time_text, refusal
 from .heart import Heart
 from .kernel import Kernel, error_content
 from ..protocol.ratelimit import RateLimitedLog
@@ -45,9 +46,13 @@ class Engine:
     """Connects to the controller at ``url`` and serves requests until told to stop."""
 
     def __init__(self, url, key, timeout=30.0, requested_id=None, install_main=True, curve=None,
-                 info=None):
+                 info=None, drain_at=None):
         self.url = url
         self.info = dict(info or {})   # extra facts for registration (e.g. MPI rank and size)
+        if drain_at is not None:
+            self.info["drain_at"] = drain_at
+        #: When to stop taking work (a batch job's walltime is ending); None: never.
+        self.drain = DrainSchedule(drain_at, self._announce_drain)
         self.curve = curve
         self.timeout = float(timeout)
         self.requested_id = requested_id
@@ -93,7 +98,10 @@ class Engine:
                 return 0
             self.id = reply["id"]
             set_engine_id(self.id)
-            logger.info("registered with the controller at %s", self.url)
+            logger.info("registered with the controller at %s%s", self.url,
+                        f"; draining at {drain_time_text(self.drain.drain_at)}"
+                        if self.drain.drain_at is not None else "")
+            self.drain.start()
             clean = self.serve(reply.get("hb_period"))
             return 0
         except RegistrationFailed as e:
@@ -119,8 +127,11 @@ class Engine:
                 if self._stop_signal is not None:
                     self._leave(f"received {self._stop_signal}")
                     return True
+                if self.drain.due():
+                    self._drain_and_leave()
+                    return True
                 started = time.monotonic()
-                poller.poll(0 if self.queue else IDLE_POLL_MS)
+                poller.poll(0 if self.queue else self._idle_poll_ms())
                 waited = time.monotonic() - started
                 if self.heart.drain():
                     silence = 0.0
@@ -141,6 +152,27 @@ class Engine:
             except Exception as e:  # never let our own bug kill a long-lived engine
                 logger.exception("internal error in the message loop (continuing): %s", e)
 
+    def _idle_poll_ms(self):
+        """How long an idle loop may sleep: a second, or until the drain time."""
+        left = self.drain.seconds_left()
+        return IDLE_POLL_MS if left is None else min(IDLE_POLL_MS, int(left * 1000) + 1)
+
+    def _announce_drain(self, running):
+        """Tell the controller we drain; it gives every other task of ours to other engines."""
+        self.session.send(self.main, "drain_request", {
+            "id": self.id, "drain_at": self.drain.drain_at, "running": running})
+
+    def _drain_and_leave(self):
+        """Between tasks after the drain time: refuse what waits here, unregister."""
+        self.drain.announce_from_loop()
+        self._read_all()
+        refused, self.queue = list(self.queue), collections.deque()
+        for msg in refused:
+            self._reply(msg, refusal(self.id, self.drain.drain_at, msg))
+        self._leave(f"drained before the batch job's walltime ends (drain time "
+                    f"{drain_time_text(self.drain.drain_at)}; {len(refused)} queued task(s) "
+                    "not started here)")
+
     def _leave(self, reason):
         logger.info("%s; unregistering and exiting", reason)
         if self.id is not None:
@@ -149,6 +181,7 @@ class Engine:
     def close(self, deliver=True):
         """Close every socket; ``deliver`` waits (bounded) for the last replies to go out."""
         self._restore_signal_handlers()
+        self.drain.stop()
         linger = LEAVE_LINGER_MS if deliver else 0
         heart_stopped = self.heart.stop()
         self.main.close(linger=linger)
@@ -215,6 +248,10 @@ class Engine:
     def _run(self, msg):
         """Serve one request with output captured, status published, and a reply."""
         handler = getattr(self, "_do_" + msg.msg_type[: -len("_request")])
+        work = msg.msg_type in WORK_REQUESTS
+        if work and not self.drain.begin_task(msg.msg_id):
+            self.queue.appendleft(msg)  # the drain began: the loop refuses it and leaves
+            return
         started = utcnow()
         buffers = []
         publisher = self._stream_publisher(msg.header)
@@ -229,6 +266,8 @@ class Engine:
                     content = error_content(e, self.id)
                 finally:
                     self._busy = False
+                    if work:
+                        self.drain.end_task()
             metadata = reply_metadata(self.id, content["status"], started, utcnow(),
                                       output["stdout"], output["stderr"])
             self._reply(msg, content, metadata, buffers)

@@ -1,11 +1,12 @@
 """Starting and stopping cluster processes: batch systems, process records, state.
 
 The launch layer has three axes (batch system x fan-out x job shape, see
-DESIGN.md). ``LocalSystem`` is the batch system for this machine; cluster
-systems register beside it with ``register`` and are found by name on reattach.
+DESIGN.md). ``LocalSystem`` is the batch system for this machine and
+``SshSystem`` (engines on a host list) extends it; both register with
+``register`` and are found by name on reattach. Schedulers run engines as jobs.
 """
 
-from . import dialects, lsf, mpi, pbs, sge, slurm  # noqa: F401 - registers dialects and schedulers
+from . import dialects, lsf, mpi, pbs, sge, slurm, ssh  # noqa: F401 - registers dialects, schedulers, ssh
 from .base import BatchSystem, get_system, register
 from .errors import (
     ClusterAlreadyRunning,
@@ -18,6 +19,7 @@ from .errors import (
 from .launcher import ClusterLauncher
 from .jobs import JobRecord, JobState
 from .local import LocalSystem
+from .ssh import SshSystem
 from .profile import Profile, ProfileError, load_profile, profile_file
 from .render import TemplateError, plan_jobs
 from .scheduler import SchedulerError
@@ -28,6 +30,6 @@ __all__ = [
     "BatchSystem", "ClusterAlreadyRunning", "ClusterLauncher", "ClusterNotRunning",
     "ClusterState", "ControllerStartError", "EnginesStartError", "JobRecord", "JobState",
     "LaunchError", "LocalSystem", "ProcessRecord", "Profile", "ProfileError", "SchedulerError",
-    "TemplateError", "describe_profile", "get_system", "load_profile", "plan_jobs",
+    "SshSystem", "TemplateError", "describe_profile", "get_system", "load_profile", "plan_jobs",
     "profile_file", "register", "state_file", "tail", "terminate",
 ]

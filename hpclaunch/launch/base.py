@@ -6,6 +6,7 @@ composes a controller and engines does not care which one it drives.
 """
 
 import abc
+import os
 
 
 class BatchSystem(abc.ABC):
@@ -30,6 +31,22 @@ class BatchSystem(abc.ABC):
     def stop(self, records, grace=5.0):
         """End every record's process; return what could not be ended (empty on success)."""
 
+    @classmethod
+    def for_profile(cls, profile, profile_dir):
+        """An instance for one profile's cluster (systems that reach other hosts need it)."""
+        return cls()
+
+    def running(self, records):
+        """The records still running; systems that ask remote hosts batch this."""
+        return [r for r in records if self.is_running(r)]
+
+    def start_engines(self, argv, roles, logs_dir, env, on_started, existing=()):
+        """Start one engine per role (log ``<logs_dir>/<role>.log``), calling
+        ``on_started(record)`` as each starts so the launcher saves it at once. ``existing``:
+        the cluster's engines so far (systems with several hosts spread over them)."""
+        for role in roles:
+            on_started(self.start(argv, os.path.join(logs_dir, f"{role}.log"), role, env=env))
+
 
 _SYSTEMS = {}
 
@@ -40,10 +57,16 @@ def register(cls):
     return cls
 
 
-def get_system(name):
-    """A fresh instance of the batch system called ``name``."""
-    try:
-        return _SYSTEMS[name]()
-    except KeyError:
+def get_system(name, profile=None, profile_dir=None):
+    """A fresh instance of the batch system called ``name``, for ``profile``'s cluster."""
+    cls = _SYSTEMS.get(name)
+    if cls is None:
         known = ", ".join(sorted(_SYSTEMS))
-        raise ValueError(f"unknown batch system {name!r}; known: {known}") from None
+        raise ValueError(f"unknown batch system {name!r}; known: {known}")
+    return cls.for_profile(profile, profile_dir)
+
+
+def runs_processes(name):
+    """Whether batch system ``name`` starts engines as processes it tracks itself (local, ssh)
+    rather than as jobs of a scheduler."""
+    return name in _SYSTEMS

@@ -23,6 +23,8 @@ class PbsDialect(Dialect):
     directive_prefix = "#PBS"
     output_job_token = "pbs"
     output_array_token = "^array_index^"
+    #: $PBS_NODEFILE lists a node once per slot (Torque too): keep the first of each.
+    node_list_command = "awk '!seen[$0]++' \"$PBS_NODEFILE\""
 
     @staticmethod
     def format_memory(nbytes):
@@ -42,6 +44,8 @@ class SgeDialect(Dialect):
     directive_prefix = "#$"
     output_job_token = "$JOB_ID"
     output_array_token = "$JOB_ID.$TASK_ID"
+    #: $PE_HOSTFILE lines are "host slots queue processors".
+    node_list_command = "awk '{print $1}' \"$PE_HOSTFILE\""
 
     @classmethod
     def submit_argv(cls, script_path):
@@ -61,6 +65,9 @@ class LsfDialect(Dialect):
     directive_prefix = "#BSUB"
     output_job_token = "%J"
     output_array_token = "%J_%I"
+    #: $LSB_MCPU_HOSTS is "host1 4 host2 4"; older setups only have $LSB_HOSTS (a host per slot).
+    node_list_command = ("printf '%s\\n' ${LSB_MCPU_HOSTS:-$LSB_HOSTS} | awk -v pairs="
+                         "\"${LSB_MCPU_HOSTS:+1}\" '(!pairs || NR % 2) && !seen[$0]++'")
 
     @classmethod
     def submit_argv(cls, script_path):

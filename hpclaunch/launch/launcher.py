@@ -15,7 +15,7 @@ import time
 import hpclaunch
 from ..error import ConnectionFileError
 from ..protocol import paths, read_connection_file
-from .base import get_system
+from .base import get_system, runs_processes
 from .controllerjob import ControllerJob, adopt_hosting_jobs, controller_in_live_job
 from .errors import (
     ClusterAlreadyRunning,
@@ -26,7 +26,6 @@ from .errors import (
 from .fanout import FanoutEngines
 from .guards import is_controller, start_lock
 from .jobengines import JobEngines
-from .local import LocalSystem
 from .profile import load_profile
 from .processes import tail, wait_for_exit
 from .state import ClusterState
@@ -69,7 +68,7 @@ class ClusterLauncher:
                  controller_in_job=False):
         self.profile_dir = os.path.abspath(profile_dir)
         #: Launch settings (profile.toml): engines go to ``profile.system``'s batch jobs
-        #: unless it is 'local'; the controller runs here (the login node) unless
+        #: unless it is 'local' or 'ssh'; the controller runs here (the login node) unless
         #: ``controller_in_job``, where one job runs the controller and the engines.
         self.profile = profile if profile is not None else load_profile(self.profile_dir)
         #: The batch job we run inside (batch-script mode): engines fan out across it.
@@ -79,7 +78,11 @@ class ClusterLauncher:
         self.jobs = JobEngines(self)
         self.fanouts = FanoutEngines(self)
         self.controller_job = ControllerJob(self)
-        self.system = system or LocalSystem()
+        #: The controller's system, and the engines' unless they go to a scheduler's jobs
+        #: (inside a job, the controller and the srun/mpiexec fan-out are processes here).
+        self.system = system or get_system(
+            self.profile.system if runs_processes(self.profile.system) and allocation is None
+            else "local", self.profile, self.profile_dir)
         self.python = python or sys.executable
         self.log_level = level_name(log_level)
         self.ip, self.port = ip, port
@@ -100,8 +103,9 @@ class ClusterLauncher:
         state = ClusterState.load(profile_dir)
         if state is None:
             raise ClusterNotRunning(profile_dir)
-        launcher = cls(profile_dir, system=get_system(state.batch_system),
-                       profile=_profile_or_default(profile_dir))
+        profile = _profile_or_default(profile_dir)
+        launcher = cls(profile_dir, system=get_system(state.batch_system, profile, profile_dir),
+                       profile=profile)
         launcher.state = state
         if not launcher.controller_running():
             launcher.clean_stale()
@@ -225,28 +229,32 @@ class ClusterLauncher:
         if self.submits_jobs:
             self.jobs.submit(n)
             return []
-        argv = self.engine_argv()
+        logs_dir = paths.logs_dir(self.profile_dir)
+        first = _next_engine_index(self.state.engines, logs_dir, self.state.started)
         started = []
-        for _ in range(n):
-            k = _next_engine_index(self.state.engines, paths.logs_dir(self.profile_dir),
-                                   self.state.started)
-            log_path = os.path.join(paths.logs_dir(self.profile_dir), f"engine-{k}.log")
-            started.append(self.system.start(argv, log_path, f"engine-{k}", env=self.env))
-            self.state.update(lambda state: _add_engine(state, started[-1]))
+
+        def record(engine):
+            started.append(engine)
+            self.state.update(lambda state: _add_engine(state, engine))
+
+        roles = [f"engine-{k}" for k in range(first, first + n)]
+        self.system.start_engines(self.engine_argv(), roles, logs_dir, self.env, record,
+                                  list(self.state.engines))
         return started
 
     @property
     def submits_jobs(self):
-        """Whether batch jobs run the engines (any system but 'local', unless we are
-        already inside the job: then they fan out across it)."""
-        return self.profile.system != "local" and self.allocation is None
+        """Whether batch jobs run the engines (any system but 'local' and 'ssh', unless
+        we are already inside the job: then they fan out across it)."""
+        return not runs_processes(self.profile.system) and self.allocation is None
 
     def engine_argv(self):
-        """The command line of one engine (locally, or inside a batch job): the one the
-        cluster's first engines got, when it has some, so added engines match them."""
+        """The command line of one engine (here, on an ssh host, or inside a batch job): the
+        one the cluster's first engines got, when it has some, so added engines match them."""
         if self.state is not None and self.state.engine_argv:
             return list(self.state.engine_argv)
-        python = self.profile.python if self.submits_jobs and self.profile.python else self.python
+        elsewhere = self.profile.system != "local" and self.profile.python
+        python = self.profile.python if elsewhere else self.python
         argv = [python, "-m", "hpclaunch.engine", "--file", paths.engine_file(self.profile_dir)]
         if self.engine_timeout is not None:
             argv += ["--timeout", str(self.engine_timeout)]
@@ -269,8 +277,9 @@ class ClusterLauncher:
 
     def dead_engines(self, records=None):
         """Engines (of ``records``, default all) whose process has ended."""
-        return [r for r in (records if records is not None else self.engine_records())
-                if not self.system.is_running(r)]
+        records = records if records is not None else self.engine_records()
+        running = self.system.running(records)
+        return [r for r in records if r not in running]
 
     def controller_running(self):
         """Whether the controller runs: its pid here, or (in a job on another node, or

@@ -19,16 +19,20 @@ CREATE_TIME_SLACK = 1.0
 
 
 class ProcessRecord:
-    """One launched process: what ran, since when, and where its output goes."""
+    """One launched process: what ran, since when, and where its output goes.
 
-    __slots__ = ("pid", "cmdline", "create_time", "log", "role")
+    ``host`` is None for a process on this machine; otherwise the ``hosts`` entry of the
+    ssh system it runs on, and only that system can poll or signal it."""
 
-    def __init__(self, pid, cmdline, create_time, log, role):
+    __slots__ = ("pid", "cmdline", "create_time", "log", "role", "host")
+
+    def __init__(self, pid, cmdline, create_time, log, role, host=None):
         self.pid = int(pid)
         self.cmdline = list(cmdline)
         self.create_time = float(create_time)
         self.log = log
         self.role = role
+        self.host = host
 
     @classmethod
     def of_started(cls, pid, cmdline, log_path, role):
@@ -45,10 +49,13 @@ class ProcessRecord:
     @classmethod
     def from_dict(cls, data):
         return cls(data["pid"], data["cmdline"], data["create_time"], data.get("log"),
-                   data.get("role", "process"))
+                   data.get("role", "process"), data.get("host"))
 
     def process(self):
-        """The live psutil.Process if this record still names it, else None."""
+        """The live psutil.Process if this record still names it, else None (always None
+        for a process on another host: its pid means nothing here)."""
+        if self.host is not None:
+            return None
         try:
             proc = psutil.Process(self.pid)
             if proc.status() == psutil.STATUS_ZOMBIE:
@@ -65,7 +72,8 @@ class ProcessRecord:
         return self.process() is not None
 
     def __repr__(self):
-        return f"<{self.role} pid={self.pid}>"
+        where = f" on {self.host}" if self.host else ""
+        return f"<{self.role} pid={self.pid}{where}>"
 
 
 def _descendants(procs):

@@ -14,13 +14,17 @@ from . import toml
 from .errors import LaunchError
 
 PROFILE_FILE = "profile.toml"
-#: Batch systems a profile may name (an ssh host list is not built yet, so it is not offered).
-SYSTEMS = ("local", "slurm", "pbs", "torque", "sge", "lsf", "mpi")
-FANOUTS = ("srun", "mpiexec", "array")
+#: Batch systems a profile may name ('mpi': one mpiexec here; 'ssh': the hosts of ``hosts``).
+SYSTEMS = ("local", "slurm", "pbs", "torque", "sge", "lsf", "mpi", "ssh")
+FANOUTS = ("srun", "mpiexec", "ssh", "array")
 _WALLTIME = re.compile(r"^(\d+):([0-5]\d):([0-5]\d)$")
 _MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?$", re.I)
 _JOBS_SHAPE = re.compile(r"^jobs:(\d+)$")
 _SRUN_MPI = re.compile(r"^[\w.-]+$")
+_SSH_OPTION = re.compile(r"^[A-Za-z][A-Za-z0-9]*=\S.*$")
+_SSH_EXAMPLES = {"hosts": '["node1", "me@node2:2222"]', "ssh_options": '["Port=2222"]'}
+#: The longest default drain margin (seconds); see Profile.drain_margin_seconds.
+DRAIN_MARGIN_CAP = 600
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -36,6 +40,7 @@ class Profile:
     queue: str = None
     account: str = None
     walltime: str = "01:00:00"
+    drain_margin: object = None   # seconds or 'HH:MM:SS'; None: a tenth of the walltime
     nodes: int = None
     engines_per_node: int = None
     cpus_per_engine: int = 1
@@ -59,6 +64,11 @@ class Profile:
     mpiexec_args: list = dataclasses.field(default_factory=list)
     #: srun's --mpi plugin for MPI engines (e.g. 'pmi2' for the mpich wheel); None: Slurm's default.
     srun_mpi: str = None
+    hosts: list = dataclasses.field(default_factory=list)
+    ssh_key: str = None
+    ssh_options: list = dataclasses.field(default_factory=list)
+    shared_filesystem: bool = False
+    remote_dir: str = ".hpclaunch/ssh"
 
     def __post_init__(self):
         self.validate()
@@ -70,6 +80,7 @@ class Profile:
             raise ProfileError(f"system = {self.system!r} is not a batch system hpclaunch knows; "
                                f"use one of {', '.join(SYSTEMS)}{_closest(self.system, SYSTEMS)}")
         parse_walltime(self.walltime)
+        self.drain_margin_seconds()
         for name in ("nodes", "engines_per_node", "cpus_per_engine"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)
@@ -88,6 +99,7 @@ class Profile:
         if not isinstance(self.controller_in_job, bool):
             raise ProfileError(f"controller_in_job = {self.controller_in_job!r} must be true "
                                "or false")
+        validate_ssh_fields(self)
         for name in ("env_setup", "extra_directives", "skip_directives", "mpiexec_args"):
             value = getattr(self, name)
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -146,6 +158,28 @@ class Profile:
                                "'one-job' (N engines in one job), 'array' (a job array of N "
                                "tasks) or 'jobs:K' (K jobs of N/K engines, K >= 1)")
         return int(match.group(1))
+
+    def drain_margin_seconds(self):
+        """Seconds before the walltime ends at which engines in a job stop taking work.
+
+        Unset: the last tenth of the walltime, at most DRAIN_MARGIN_CAP, so a short test
+        job still runs most of its time and a long one keeps minutes for a last task.
+        0 turns draining off (the scheduler's kill at the walltime then ends the engines)."""
+        walltime = parse_walltime(self.walltime)
+        if self.drain_margin is None:
+            return min(walltime // 10, DRAIN_MARGIN_CAP)
+        margin = self.drain_margin
+        if isinstance(margin, str) and _WALLTIME.match(margin):
+            margin = parse_walltime(margin)
+        if not isinstance(margin, int) or isinstance(margin, bool) or margin < 0:
+            raise ProfileError(f"drain_margin = {self.drain_margin!r} is not a time: give whole "
+                               "seconds (e.g. 300) or 'HH:MM:SS'; 0 turns draining off")
+        if margin >= walltime:
+            raise ProfileError(f"drain_margin = {self.drain_margin!r} is not shorter than "
+                               f"walltime = {self.walltime!r}: engines would drain as soon as "
+                               "the job starts; make it smaller than the walltime (or 0: no "
+                               "draining)")
+        return margin
 
     @property
     def effective_fanout(self):
@@ -218,6 +252,38 @@ def parse_memory(value):
         raise ProfileError(f"memory_per_engine = {value!r} is not an amount of memory; write "
                            "a number and a unit, e.g. '512M' or '2G'")
     return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
+
+
+def validate_ssh_fields(profile):
+    """Check hosts, ssh_key, ssh_options, shared_filesystem and remote_dir (the ssh system's
+    fields; ssh_key and ssh_options also serve fanout = 'ssh' inside batch jobs)."""
+    from ..tunnel import TunnelError, parse_sshserver
+
+    for name in ("hosts", "ssh_options"):
+        value = getattr(profile, name)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ProfileError(f"{name} must be a list of strings, e.g. {name} = "
+                               f"{_SSH_EXAMPLES[name]}, not {value!r}")
+    for host in profile.hosts:
+        try:
+            parse_sshserver(host)
+        except TunnelError:
+            raise ProfileError(f"hosts: {host!r} is not a host; write [user@]host[:port], "
+                               "e.g. \"node1\" or \"me@node2:2222\"") from None
+    for option in profile.ssh_options:
+        if not _SSH_OPTION.match(option):
+            raise ProfileError(f"ssh_options: {option!r} is not an ssh -o option; write "
+                               "Name=value, e.g. \"Port=2222\" or \"ConnectTimeout=20\"")
+    if profile.ssh_key is not None and (not isinstance(profile.ssh_key, str)
+                                        or not profile.ssh_key.strip()):
+        raise ProfileError(f"ssh_key = {profile.ssh_key!r} must be the path of a private key "
+                           "file, e.g. \"~/.ssh/id_ed25519\" (or leave it out to use ssh's own)")
+    if not isinstance(profile.shared_filesystem, bool):
+        raise ProfileError(f"shared_filesystem = {profile.shared_filesystem!r} must be true "
+                           "(the hosts see this profile dir at the same path) or false")
+    if not isinstance(profile.remote_dir, str) or not profile.remote_dir.strip():
+        raise ProfileError(f"remote_dir = {profile.remote_dir!r} must be a folder on the hosts "
+                           "(relative to the remote home), e.g. \".hpclaunch/ssh\"")
 
 
 def _closest(word, choices):

@@ -17,6 +17,7 @@ from ..protocol import paths
 from .datafiles import data_dir_candidates, find_data_dir
 from .profile import ProfileError, parse_memory, parse_walltime
 from .scheduler import dialect, submit_shell
+from .sshcmd import ssh_command
 
 TEMPLATE_ENV = "HPCLAUNCH_TEMPLATES"
 
@@ -116,17 +117,24 @@ def job_context(profile, kind, engines, array, output, engine_argv, total, index
         total_engines=total, job_index=index, nodes=nodes, cpus_per_engine=cpus,
         fanout=profile.effective_fanout, output=output,
         walltime_seconds=parse_walltime(profile.walltime),
+        drain_margin_seconds=profile.drain_margin_seconds(),
         memory=kind.format_memory(memory) if memory else None,
         memory_per_cpu=kind.format_memory(-(-memory // cpus)) if memory else None,
         memory_per_node=kind.format_memory(memory * per_node) if memory and per_node else None,
         engine_command=shlex.join(engine_argv),
-        mpiexec_command=shlex.join(kind.mpiexec_argv(profile, engines)))
+        mpiexec_command=shlex.join(kind.mpiexec_argv(profile, engines)),
+        ssh_command=ssh_command(profile), node_list_command=kind.node_list_command)
     return context
 
 
 def render_template(path, context):
-    """Render one template strictly: a missing field is an error naming it and the line."""
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(os.path.dirname(path)),
+    """Render one template strictly: a missing field is an error naming it and the line.
+
+    Partials (``_jobend.sh.j2``, ``ssh-fanout.sh.j2``) are found next to the template, then
+    among the shipped templates, so a profile's own template can use them too."""
+    shipped = find_data_dir("templates", TEMPLATE_ENV)
+    search = [os.path.dirname(path)] + ([shipped] if shipped else [])
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(search),
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                              trim_blocks=True, lstrip_blocks=True, autoescape=False)
     try:

@@ -40,6 +40,8 @@ class Dialect:
     #: What the scheduler replaces with the job id (and array task) in output file names.
     output_job_token = "%j"
     output_array_token = "%A_%a"
+    #: Shell that prints the job's nodes, one per line (for fanout = 'ssh').
+    node_list_command = "hostname"
 
     # -- facts used by templates (no scheduler needed to render) -------------
     @classmethod

@@ -40,6 +40,7 @@ class SlurmScheduler(Scheduler):
     #: ``sbatch --parsable`` prints ``jobid`` or ``jobid;cluster``.
     job_id_regex = r"^\s*(\d+)"
     directive_prefix = "#SBATCH"
+    node_list_command = 'scontrol show hostnames "$SLURM_JOB_NODELIST"'
 
     @classmethod
     def submit_argv(cls, script_path):
