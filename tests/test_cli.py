@@ -8,21 +8,14 @@ import subprocess
 import sys
 import time
 
-import psutil
 import pytest
 
 from batch_helpers import hpclaunch
+from conftest import alive
 
 from hpclaunch.launch import state_file
 from hpclaunch.protocol import paths, read_connection_file
 
-
-
-def alive(pid):
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def recorded_pids(pdir):
