@@ -50,7 +50,7 @@ class Cluster:
                  controller_ip=None, controller_port=None, hb_period=None,
                  hb_liveness=None, engine_timeout=None, controller_args=(), engine_args=(),
                  env=None, start_timeout=60.0, client_timeout=10.0, shutdown_atexit=True,
-                 allocation=None, controller_in_job=False):
+                 allocation=None, controller_in_job=False, _launcher=None):
         if n is not None and n < 1:
             raise ValueError(f"a cluster needs at least 1 engine, not n={n}")
         self.n = n or os.cpu_count() or 1
@@ -60,7 +60,9 @@ class Cluster:
         self.start_timeout = start_timeout
         self.client_timeout = client_timeout
         self.shutdown_atexit = shutdown_atexit
-        self._launcher = ClusterLauncher(
+        # from_file passes the attached launcher: building a new one would load profile.toml,
+        # and a profile broken since start must not stop us from stopping its cluster
+        self._launcher = _launcher or ClusterLauncher(
             self.profile_dir, log_level=log_level, ip=controller_ip, port=controller_port,
             hb_period=hb_period, hb_liveness=hb_liveness, engine_timeout=engine_timeout,
             controller_args=controller_args, engine_args=engine_args, env=env,
@@ -74,9 +76,8 @@ class Cluster:
         pdir = paths.profile_dir(profile, profile_dir)
         launcher = ClusterLauncher.attach(pdir)
         cluster = cls(n=max(launcher.state.n, 1), profile_dir=pdir, shutdown_atexit=False,
-                      **options)
+                      _launcher=launcher, **options)
         cluster.profile = profile
-        cluster._launcher = launcher
         return cluster
 
     def __repr__(self):

@@ -66,14 +66,20 @@ def alive(pid):
         return False
 
 
-def wait_until(predicate, timeout=10.0):
-    """Poll ``predicate`` until it is true or ``timeout`` s passed; its last value."""
+def wait_until(predicate, timeout=10.0, what=None):
+    """Poll ``predicate`` until it is true or ``timeout`` s passed; its last value. With
+    ``what`` (a text, or a function giving one), a timeout fails the test naming it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return True
         time.sleep(0.05)
-    return predicate()
+    if predicate():
+        return True
+    if what is not None:
+        raise AssertionError(f"timed out after {timeout} s waiting for "
+                             f"{what() if callable(what) else what}")
+    return False
 
 
 @pytest.fixture(scope="module")

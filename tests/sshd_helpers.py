@@ -6,7 +6,6 @@ import contextlib
 import os
 import socket
 import subprocess
-import time
 
 import psutil
 
@@ -75,18 +74,3 @@ def ssh_processes_of(pid):
     return found
 
 
-def alive(pid):
-    """Whether ``pid`` runs (a zombie waiting to be reaped does not)."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what()}")

@@ -8,21 +8,14 @@ import subprocess
 import sys
 import time
 
-import psutil
 import pytest
 
 from batch_helpers import hpclaunch
+from conftest import alive
 
 from hpclaunch.launch import state_file
 from hpclaunch.protocol import paths, read_connection_file
 
-
-
-def alive(pid):
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def recorded_pids(pdir):
@@ -107,6 +100,22 @@ def test_daemonized_start_status_stop_leaves_no_process():
     after = hpclaunch("stop", "--profile", "cli")
     assert after.returncode == 1
     assert "no cluster is running for profile 'cli'" in after.stderr
+
+
+def test_a_profile_broken_after_start_does_not_block_status_or_stop():
+    pdir = paths.profile_dir("cli-broken")
+    result = hpclaunch("start", "-n", "1", "--profile", "cli-broken", "--daemonize")
+    assert result.returncode == 0, result.stdout + result.stderr
+    controller, engines = recorded_pids(pdir)
+    with open(os.path.join(pdir, "profile.toml"), "a") as f:
+        f.write('\nsytem = "slurm"\n')   # a typo made while the cluster runs
+    status = hpclaunch("status", "--profile", "cli-broken")
+    assert status.returncode == 0, status.stderr
+    assert "engines: 1 registered of 1 launched" in status.stdout
+    stop = hpclaunch("stop", "--profile", "cli-broken")
+    assert stop.returncode == 0, stop.stderr
+    assert not any(alive(p) for p in [controller, *engines])
+    assert not os.path.exists(state_file(pdir))
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])

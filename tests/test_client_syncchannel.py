@@ -12,6 +12,7 @@ import threading
 import cloudpickle
 import pytest
 
+from conftest import wait_until
 from hpclaunch import error
 from hpclaunch.client.syncchannel import BORROWED, IDLE
 from hpclaunch.protocol.serialize import pack_apply
@@ -79,8 +80,7 @@ def test_late_replies_go_to_the_io_thread(rc):
     channel.wait(_done_future(), sent)   # stop waiting at once: the reply is still to come
     assert not ar.done()
     assert ar.get(timeout=10) == 9, "the I/O thread completed the late reply"
-    deadline_ok = _wait_until(lambda: channel.state == IDLE)
-    assert deadline_ok, f"channel stuck in {channel.state}"
+    wait_until(lambda: channel.state == IDLE, 5, lambda: f"the channel (still {channel.state})")
     assert rc[rc.ids[0]].apply_sync(lambda: "again") == "again"
 
 
@@ -111,13 +111,3 @@ def _done_future():
     f.set_result(None)
     return f
 
-
-def _wait_until(predicate, timeout=5.0):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True

@@ -14,6 +14,7 @@ import pytest
 
 from hpclaunch import error
 from hpclaunch.protocol import Session, paths, read_connection_file
+from conftest import wait_until
 from remote_helpers import sleep_then
 
 
@@ -35,14 +36,6 @@ def draining_engine(cluster, rc, log_path, seconds):
     finally:
         proc.kill()
         proc.wait()
-
-
-def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def read(path):

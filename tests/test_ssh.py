@@ -24,7 +24,8 @@ import pytest
 import hpclaunch as hl
 from hpclaunch import error
 from hpclaunch.tunnel import TunnelError, parse_sshserver, split_tcp_url
-from sshd_helpers import ssh_processes_of, throwaway_host_keys, wait_until
+from conftest import wait_until
+from sshd_helpers import ssh_processes_of, throwaway_host_keys
 
 pytestmark = pytest.mark.ssh
 

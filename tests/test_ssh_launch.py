@@ -20,11 +20,11 @@ import psutil
 import pytest
 
 from batch_helpers import ROOT, hpclaunch, job_ids, make_profile, squeue_active
-from conftest import processes_under
+from conftest import alive, processes_under, wait_until
 from hpclaunch.launch import Profile, ProfileError, ProcessRecord, plan_jobs, state_file
 from hpclaunch.launch.profile import parse_walltime
 from hpclaunch.launch.ssh import plan_hosts
-from sshd_helpers import alive, free_port, private_sshd, throwaway_host_keys, wait_until
+from sshd_helpers import free_port, private_sshd, throwaway_host_keys
 from test_slurm import slurm  # noqa: F401 - the session fixture that starts the real Slurm
 
 
