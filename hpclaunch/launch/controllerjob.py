@@ -5,8 +5,9 @@ For sites where the login node cannot host a long-running controller, ``start
 (``hpclaunch start --in-job``): the controller on the job's batch host, engines by
 srun/mpiexec across the allocation. The login side only watches: the job's state
 from the scheduler, then the state and connection files that the in-job start
-writes into the shared profile dir. From then on that process owns the state
-file; the login side never writes it again (it would clobber the fan-out records).
+writes into the shared profile dir. Until that controller is up the login side
+never writes the state file (it would clobber the in-job start's); afterwards
+both sides change it only under the state lock (``ClusterState.update``).
 """
 
 import logging
