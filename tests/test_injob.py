@@ -8,8 +8,9 @@ import pytest
 
 from batch_helpers import hpclaunch, make_profile
 from conftest import processes_under
-from hpclaunch.launch import ProfileError, Profile, state_file
+from hpclaunch.launch import LaunchError, Profile, ProfileError, state_file
 from hpclaunch.launch.allocation import NotInAllocation, current_allocation
+from hpclaunch.launch.fanout import drain_args
 from test_mpi import mpich  # noqa: F401 - the fixture that builds the mpich venv
 
 #: Scheduler variables a test's own shell may have (a test run inside a real job).
@@ -47,6 +48,14 @@ def test_fanout_follows_the_profile_then_the_scheduler():
     assert slurm.fanout_for(Profile()) == "srun"
     assert sge.fanout_for(Profile()) == "mpiexec"
     assert slurm.fanout_for(Profile(fanout="mpiexec")) == "mpiexec"
+
+
+def test_fanout_engines_drain_when_the_job_says_when():
+    assert drain_args({}) == []
+    assert drain_args({"HPCLAUNCH_DRAIN_AT": "1795000000"}) == ["--drain-at", "1795000000"]
+    with pytest.raises(LaunchError, match=r"HPCLAUNCH_DRAIN_AT = 'soon' is not a time in "
+                                          r"seconds since 1970"):
+        drain_args({"HPCLAUNCH_DRAIN_AT": "soon"})
 
 
 def test_outside_a_job_is_a_clear_error():

@@ -28,9 +28,10 @@ import hpclaunch as hl
 rc = hl.Client(profile={profile!r}, timeout=30)
 squares = rc[:].map_sync(lambda x: x * x, range(40))
 steps = set(rc[:].apply_sync(lambda: __import__("os").environ.get("SLURM_STEP_ID")))
+drain = {{rc.engines[e].get("drain_at") and int(rc.engines[e]["drain_at"]) for e in rc.ids}}
 ok = squares == [x * x for x in range(40)]
 print(f"driver: {{len(rc.ids)}} engines, map of 40 {{'correct' if ok else 'WRONG'}}, "
-      f"sum {{sum(squares)}}, engine steps {{sorted(steps)}}")
+      f"sum {{sum(squares)}}, engine steps {{sorted(steps)}}, drain at {{sorted(drain)}}")
 rc.close()
 sys.exit({status})
 """
@@ -42,8 +43,10 @@ USER_SCRIPT = """\
 #SBATCH --time=00:10:00
 #SBATCH --output={output}
 {body}"""
-#: The documented one-command form: start, run the driver, stop, exit with its status.
+#: The documented one-command form: start, run the driver, stop, exit with its status
+#: (engines drain at HPCLAUNCH_DRAIN_AT when the script sets it).
 RUN_DRIVER = """\
+export HPCLAUNCH_DRAIN_AT=1999999999
 {python} -m hpclaunch start --in-job --profile {profile} -- {python} {driver}
 echo "hpclaunch exited with status $?"
 """
@@ -96,7 +99,8 @@ def test_user_batch_script_runs_its_driver_on_the_jobs_engines(slurm, tmp_path):
     print(f"\nbatch-script mode: sbatch -> driver done -> job ended in {elapsed:.1f} s\n{out}")
     assert f"inside slurm job {job_id}, engines by srun" in out
     assert "(4/4)" in out and "cluster of 4 engines is up" in out
-    assert "driver: 4 engines, map of 40 correct, sum 20540, engine steps ['0']" in out
+    assert "driver: 4 engines, map of 40 correct, sum 20540, engine steps ['0'], " \
+           "drain at [1999999999]" in out
     assert "hpclaunch exited with status 0" in out
     assert state == "COMPLETED", out
     assert not os.path.exists(state_file(pdir)), "the cluster state was left behind"
@@ -153,6 +157,7 @@ def test_controller_in_job_map_status_stop(slurm):  # noqa: F811
         assert any("(4/4)" in line for line in lines[up:])
         in_jobs = run_map(name, 4)
         assert in_jobs == {ids[0]}, "the engines run inside the controller's job"
+        assert_drain_before_walltime(name, began)
         status = hpclaunch("status", "--profile", name)
         assert status.returncode == 0, status.stderr
         assert f"slurm job {ids[0]}: RUNNING (4 engines)" in status.stdout
@@ -166,6 +171,21 @@ def test_controller_in_job_map_status_stop(slurm):  # noqa: F811
     with open(os.path.join(pdir, "logs", f"controller-{ids[0]}.out")) as f:
         job_out = f.read()
     assert "the controller was shut down" in job_out, "the job stopped by itself, not killed"
+
+
+def assert_drain_before_walltime(name, began):
+    """The engines drain a tenth of the one-hour walltime before it ends (the job script's
+    HPCLAUNCH_DRAIN_AT, as for engines in hpclaunch's other jobs)."""
+    import hpclaunch as hl
+
+    rc = hl.Client(profile=name, timeout=30)
+    try:
+        drain = {rc.engines[e].get("drain_at") for e in rc.ids}
+    finally:
+        rc.close()
+    assert len(drain) == 1 and None not in drain, drain
+    expected = time.time() - (time.monotonic() - began) + 3600 - 360
+    assert abs(drain.pop() - expected) < 30
 
 
 def test_controller_job_dying_first_fails_start_with_its_state_and_output(slurm):  # noqa: F811

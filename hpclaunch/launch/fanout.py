@@ -5,6 +5,9 @@ Inside a job the user already has, no new job is submitted: one local process
 allocated nodes. That process is recorded in the cluster state with the number of
 engines it carries, so ``status``/``stop`` from another shell find it, and a
 fan-out that exits before its engines register fails ``start`` with its output.
+Engines drain before the job's walltime as in hpclaunch's own job scripts: the
+controller job's script exports HPCLAUNCH_DRAIN_AT (a user's script may too), and
+the fan-out passes it to every engine as ``--drain-at``.
 """
 
 import dataclasses
@@ -17,6 +20,9 @@ from .errors import LaunchError
 from .processes import ProcessRecord, tail
 
 log = logging.getLogger("hpclaunch.launch")
+
+#: When engines should drain (epoch seconds), as the job templates export it.
+DRAIN_VARIABLE = "HPCLAUNCH_DRAIN_AT"
 
 #: How each fan-out starts ``n`` copies of a command, with the profile's CPUs per engine,
 #: srun --mpi plugin, mpiexec and mpiexec_args (as the job templates do).
@@ -58,6 +64,18 @@ def fanout_argv(fanout, n, profile, engine_argv, path=None):
     return argv + list(engine_argv)
 
 
+def drain_args(env):
+    """``--drain-at T`` when ``env`` says when to drain; LaunchError for a value that is not
+    epoch seconds (the engines would refuse it one by one)."""
+    value = env.get(DRAIN_VARIABLE, "").strip()
+    if not value:
+        return []
+    if not value.isdigit():
+        raise LaunchError(f"{DRAIN_VARIABLE} = {value!r} is not a time in seconds since 1970 "
+                          f"(what `date +%s` prints); fix or unset it")
+    return ["--drain-at", value]
+
+
 class FanoutEngines:
     """The fan-out processes of one cluster, on the launcher's state."""
 
@@ -72,8 +90,8 @@ class FanoutEngines:
     def start(self, n, fanout):
         """Start one fan-out of ``n`` engines on this node; return its FanoutRecord."""
         launcher = self.launcher
-        argv = fanout_argv(fanout, n, launcher.profile, launcher.engine_argv(),
-                           launcher.env.get("PATH"))
+        engine_argv = launcher.engine_argv() + drain_args(launcher.env)
+        argv = fanout_argv(fanout, n, launcher.profile, engine_argv, launcher.env.get("PATH"))
         index = len(self.records) + 1
         log_path = os.path.join(paths.logs_dir(launcher.profile_dir), f"fanout-{index}.log")
         process = launcher.system.start(argv, log_path, f"fanout-{index}", env=launcher.env)
