@@ -105,7 +105,7 @@ class FanoutEngines:
         return sum(f.engines for f in self.records
                    if self.launcher.system.is_running(f.process))
 
-    def describe_failure(self, max_lines=12):
+    def describe_failure(self, max_lines=25):
         """The fan-outs that exited, with the last lines of their output (empty if none)."""
         parts = []
         for record in self.records:

@@ -138,7 +138,7 @@ class JobEngines:
             state.recount()
         self.launcher.state.update(drop)
 
-    def describe_failure(self, max_lines=12, job_ids=None):
+    def describe_failure(self, max_lines=25, job_ids=None):
         """Text quoting the output (stdout+stderr) of the jobs (of ``job_ids``, default
         all), for a start that failed."""
         parts = []
