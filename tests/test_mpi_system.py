@@ -139,7 +139,8 @@ def test_dying_rank_is_reported_with_mpiexecs_output(mpich, tmp_path):  # noqa: 
                        "--timeout", "60")
     assert result.returncode == 1
     assert "ended (FAILED) before its engines registered" in result.stderr, result.stderr
-    assert "BAD TERMINATION OF ONE OF YOUR APPLICATION PROCESSES" in result.stderr
+    assert "BAD TERMINATION OF ONE OF YOUR APPLICATION PROCESSES" in result.stderr, \
+        result.stderr
     assert os.path.join(pdir, "logs", "job-1-mpiexec.out") in result.stderr
     assert "hpclaunch: mpiexec exited with status" in result.stderr
     assert processes_under(pdir) == []
