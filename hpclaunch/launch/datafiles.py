@@ -24,3 +24,14 @@ def find_data_dir(name, env_var):
         if os.path.isdir(candidate):
             return candidate
     return None
+
+
+def require_data_dir(name, env_var, error, what):
+    """The folder ``name``, or ``error`` (an exception class) saying where it was looked for
+    and that ``env_var`` can point to one (``what``: e.g. "job templates")."""
+    found = find_data_dir(name, env_var)
+    if found is None:
+        raise error(f"cannot find hpclaunch's {what} (looked in "
+                    f"{', '.join(data_dir_candidates(name, env_var))}); reinstall hpclaunch "
+                    f"or set {env_var} to a folder of {what}")
+    return found

@@ -14,7 +14,7 @@ import shlex
 import jinja2
 
 from ..protocol import paths
-from .datafiles import data_dir_candidates, find_data_dir
+from .datafiles import find_data_dir, require_data_dir
 from .profile import ProfileError, parse_memory, parse_walltime
 from .scheduler import dialect, submit_shell
 from .sshcmd import ssh_command
@@ -40,12 +40,7 @@ class JobScript:
 
 def templates_dir():
     """Where the shipped templates are: $HPCLAUNCH_TEMPLATES, the source tree, or share/."""
-    found = find_data_dir("templates", TEMPLATE_ENV)
-    if found is None:
-        raise TemplateError(f"cannot find hpclaunch's job templates (looked in "
-                            f"{', '.join(data_dir_candidates('templates', TEMPLATE_ENV))}); "
-                            f"reinstall hpclaunch or set {TEMPLATE_ENV} to a folder of templates")
-    return found
+    return require_data_dir("templates", TEMPLATE_ENV, TemplateError, "job templates")
 
 
 def template_path(profile, pdir):

@@ -7,7 +7,7 @@ starts a user from what their centre documents rather than from a blank file.
 
 import os
 
-from .datafiles import data_dir_candidates, find_data_dir
+from .datafiles import require_data_dir
 from .profile import Profile, ProfileError
 
 SITES_ENV = "HPCLAUNCH_SITE_CONFIGS"
@@ -15,12 +15,7 @@ SITES_ENV = "HPCLAUNCH_SITE_CONFIGS"
 
 def site_configs_dir():
     """$HPCLAUNCH_SITE_CONFIGS, the source tree's site-configs/, or the installed copy."""
-    found = find_data_dir("site-configs", SITES_ENV)
-    if found is None:
-        raise ProfileError(f"cannot find hpclaunch's site-configs (looked in "
-                           f"{', '.join(data_dir_candidates('site-configs', SITES_ENV))}); "
-                           f"set {SITES_ENV}")
-    return found
+    return require_data_dir("site-configs", SITES_ENV, ProfileError, "site-configs")
 
 
 def list_sites():
