@@ -16,9 +16,9 @@ import time
 
 import pytest
 
-from batch_helpers import ROOT, hpclaunch, make_profile, run_setup_script, squeue_active
+from batch_helpers import ROOT, hpclaunch, job_ids, make_profile, run_setup_script, squeue_active
 from conftest import processes_under
-from hpclaunch.launch import JobState, Profile, plan_jobs, state_file
+from hpclaunch.launch import JobState, Profile, plan_jobs
 from hpclaunch.launch.lsf import LsfScheduler, lsf_state, parse_bjobs_json
 from hpclaunch.launch.scheduler import scheduler
 from hpclaunch.protocol import paths
@@ -132,8 +132,7 @@ def test_lsf_array_start_map_stop(lsf_env):
     assert started.returncode == 0, started.stdout + started.stderr
     assert "submitted lsf job" in started.stdout
     assert "cluster of 8 engines is up" in started.stdout
-    with open(state_file(pdir)) as f:
-        ids = [j["job_id"] for j in json.load(f)["jobs"]]
+    ids = job_ids(pdir)
     assert len(ids) == 1
     print(f"\nlsf (test shim over Slurm) array: 8 engines registered in {elapsed:.1f} s")
     try:

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from batch_helpers import ROOT, hpclaunch, make_profile, run_setup_script, squeue_active
+from batch_helpers import ROOT, hpclaunch, job_ids, make_profile, run_setup_script, squeue_active
 from conftest import processes_under
 from hpclaunch.launch import JobState, Profile, plan_jobs, state_file
 from hpclaunch.launch.pbs import (
@@ -183,8 +183,7 @@ def test_torque_array_start_map_stop(pbs_env):
     assert started.returncode == 0, started.stdout + started.stderr
     assert "submitted torque job" in started.stdout
     assert "cluster of 8 engines is up" in started.stdout
-    with open(state_file(pdir)) as f:
-        ids = [j["job_id"] for j in json.load(f)["jobs"]]
+    ids = job_ids(pdir)
     assert len(ids) == 1 and ids[0].isdigit(), "Slurm's qsub prints the bare job id"
     print(f"\ntorque (qsub wrappers over Slurm) array: 8 engines registered in {elapsed:.1f} s")
     try:

@@ -1,10 +1,12 @@
 """Profiles, site-configs and job templates: parsing, validation and rendering (no scheduler)."""
 
 import os
+import sys
 
 import pytest
 
-from batch_helpers import hpclaunch
+from batch_helpers import hpclaunch, make_profile
+from conftest import processes_under
 
 from hpclaunch.launch import Profile, ProfileError, TemplateError, load_profile, plan_jobs
 from hpclaunch.launch.render import render_template, skip_directives, split_engines
@@ -254,3 +256,19 @@ def test_systems_without_a_scheduler_say_what_works(monkeypatch):
     assert scheduler("slurm").name == "slurm"
     with pytest.raises(SchedulerError, match="renders render-only job scripts but cannot submit"):
         scheduler("render-only")
+
+
+@pytest.mark.parametrize("system, command", [("slurm", "sbatch"), ("sge", "qsub"),
+                                             ("pbs", "qsub"), ("torque", "qsub"),
+                                             ("lsf", "bsub")])
+def test_missing_submit_command_names_it_and_the_system(system, command):
+    """No scheduler needed: with only Python's folder on PATH the submit command is missing,
+    start says which and for which system, and leaves no process behind."""
+    name = f"{system}-no-path"
+    pdir = make_profile(name, system)
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable))
+    result = hpclaunch("start", "--profile", name, "-n", "2", "--daemonize", env=env)
+    assert result.returncode == 1
+    assert f"{command} is not on PATH, so the {system} batch system cannot be used" \
+        in result.stderr
+    assert processes_under(pdir) == []

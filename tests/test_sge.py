@@ -160,15 +160,6 @@ def test_rejected_submission_quotes_qsub(sge):
     assert processes_under(pdir) == []
 
 
-def test_missing_qsub_names_it_and_the_system(sge):
-    name = "sge-no-path"
-    pdir = make_profile(name)
-    env = dict(os.environ, PATH=os.path.dirname(sys.executable))
-    result = hpclaunch("start", "--profile", name, "-n", "2", "--daemonize", env=env)
-    assert result.returncode == 1
-    assert "qsub is not on PATH, so the sge batch system cannot be used" in result.stderr
-    assert processes_under(pdir) == []
-
 
 # -- the words Grid Engine uses (as SGE 8.1.9 printed them) ------------------------
 QSTAT_XML = """<?xml version='1.0'?>

@@ -69,10 +69,12 @@ class LsfDialect(Dialect):
     node_list_command = ("printf '%s\\n' ${LSB_MCPU_HOSTS:-$LSB_HOSTS} | awk -v pairs="
                          "\"${LSB_MCPU_HOSTS:+1}\" '(!pairs || NR % 2) && !seen[$0]++'")
 
+    #: bsub reads #BSUB lines only from standard input.
+    submit_reads_stdin = True
+
     @classmethod
     def submit_argv(cls, script_path):
-        # bsub reads #BSUB lines only from standard input.
-        return ["sh", "-c", f'{cls.submit_command} < "$1"', "bsub", script_path]
+        return [cls.submit_command]
 
     @classmethod
     def submit_display(cls, script_path):

@@ -42,6 +42,8 @@ class Dialect:
     output_array_token = "%A_%a"
     #: Shell that prints the job's nodes, one per line (for fanout = 'ssh').
     node_list_command = "hostname"
+    #: The submit command reads the job script on its standard input (bsub).
+    submit_reads_stdin = False
 
     # -- facts used by templates (no scheduler needed to render) -------------
     @classmethod
@@ -63,16 +65,18 @@ class Scheduler(Dialect, abc.ABC):
     """A dialect hpclaunch can also drive: submit, poll (batched) and cancel jobs."""
 
     # -- running the commands ------------------------------------------------
-    def run(self, argv, env=None, check=True):
-        """Run a scheduler command; SchedulerError quotes its stderr when it fails."""
+    def run(self, argv, env=None, check=True, stdin_path=None):
+        """Run a scheduler command (``stdin_path``: a file for its standard input);
+        SchedulerError quotes its stderr when it fails."""
         if shutil.which(argv[0], path=(env or os.environ).get("PATH")) is None:
             raise SchedulerError(
                 f"{argv[0]} is not on PATH, so the {self.name} batch system cannot be used "
                 f"from here; run on a {self.name} login node, load the module that provides "
                 f"{argv[0]}, or pick another system in the profile")
         try:
-            result = subprocess.run(argv, capture_output=True, text=True, env=env,
-                                    stdin=subprocess.DEVNULL, timeout=COMMAND_TIMEOUT)
+            with open(stdin_path or os.devnull, "rb") as stdin:
+                result = subprocess.run(argv, capture_output=True, text=True, env=env,
+                                        stdin=stdin, timeout=COMMAND_TIMEOUT)
         except subprocess.TimeoutExpired:
             raise SchedulerError(f"{' '.join(argv)} did not answer in {COMMAND_TIMEOUT:g} s; "
                                  f"is the {self.name} controller up?") from None
@@ -84,7 +88,8 @@ class Scheduler(Dialect, abc.ABC):
 
     def submit(self, script_path, env=None):
         """Submit a job script; return the job id the scheduler printed."""
-        result = self.run(self.submit_argv(script_path), env=env)
+        result = self.run(self.submit_argv(script_path), env=env,
+                          stdin_path=script_path if self.submit_reads_stdin else None)
         match = re.search(self.job_id_regex, result.stdout)
         if not match:
             raise SchedulerError(f"could not find a job id in the output of "
