@@ -164,7 +164,9 @@ def test_add_a_job_then_stop_the_first_jobs_engines(slurm):
             rc.close()
         status = hpclaunch("status", "--profile", name)
         assert "engines: 2 registered of 2 launched" in status.stdout
-        assert first[0] not in status.stdout
+        assert f"job {first[0]}:" not in status.stdout, "the first job is gone"
+        rows = status.stdout.splitlines()[-2:]
+        assert [row.split()[-2] for row in rows] == [second, second], status.stdout
     finally:
         stop_leaves_nothing(name, pdir, ids)
 
