@@ -19,10 +19,11 @@ import time
 import uuid
 
 from ..error import ProtocolError, SignatureError
+from .chunks import CHUNKED_MIN, buffer_digests, total_nbytes
 from .transport import send_frames
 
 DELIM = b"<IDS|MSG>"
-PROTOCOL_VERSION = "1.0"
+PROTOCOL_VERSION = "1.1"
 SIGNATURE_SCHEME = "hmac-sha256"
 #: Frames after the delimiter before buffers start: signature + 4 JSON dicts.
 N_FIXED = 5
@@ -146,7 +147,10 @@ class Session:
         if not key:
             raise ValueError("a Session needs a non-empty key")
         self.key = key
-        self._hmac = hmac.new(key, digestmod=hashlib.sha256)
+        mac = hmac.new(key, digestmod=hashlib.sha256)
+        # the C object under hmac's Python wrapper, where there is one: copy/update/hexdigest
+        # without a Python frame each (a message makes ~7 such calls)
+        self._mac = getattr(mac, "_hmac", None) or mac
         self.session = session or uuid.uuid4().hex
         self.username = username or os.environ.get("USER", "hpclaunch")
         self._counter = itertools.count(1)   # next() is atomic: threads may share a Session
@@ -170,18 +174,28 @@ class Session:
     def sign(self, frames):
         """The signature of ``[header, parent, metadata, content, *buffers]``.
 
-        Without buffers: the hex HMAC of the four JSON frames. With buffers: the hex HMAC
-        of the four JSON frames, then the hex HMAC of those and every buffer (one pass).
-        The controller checks the first (it reads those frames, never the buffers);
-        engines and clients, which unpickle buffers, check the second."""
-        h = self._hmac.copy()
+        Without buffers: the hex HMAC of the four JSON frames. With buffers: that, then a
+        second hex HMAC (128 hex characters in all). The controller checks the first (it
+        reads those frames, never the buffers); engines and clients, which unpickle
+        buffers, check both. The second MAC covers every byte of every buffer:
+
+        - buffers under ``chunks.CHUNKED_MIN`` bytes together: the HMAC of the JSON frames
+          followed by every buffer (one pass, on this thread: small messages pay no hop);
+        - larger: the HMAC of the JSON frames followed by ``chunks.buffer_digests(buffers)``
+          (a tag, then per buffer its length and the SHA-256 of each 4 MiB chunk), the
+          chunks hashed on two threads: a 100 MB push is signed in about half the time."""
+        h = self._mac.copy()
         for f in frames[:4]:
             h.update(f)
         if len(frames) <= 4:
             return h.hexdigest().encode("ascii")
         head = h.hexdigest()
-        for f in frames[4:]:
-            h.update(f)
+        buffers = frames[4:]
+        if total_nbytes(buffers) >= CHUNKED_MIN:
+            h.update(buffer_digests(buffers))
+        else:
+            for f in buffers:
+                h.update(f)
         return (head + h.hexdigest()).encode("ascii")
 
     def pack(self, msg_type, content=None, parent=None, metadata=None, buffers=(), header=None):
