@@ -317,7 +317,7 @@ class Engine:
     def _reply(self, msg, content, metadata=None, buffers=()):
         metadata = metadata or reply_metadata(self.id, content["status"])
         try:
-            self.session.send(self.main, reply_type(msg.msg_type), content, parent=msg.header,
+            self.session.send(self.main, reply_type(msg.msg_type), content, parent=msg,
                               metadata=metadata, buffers=buffers)
         except Exception as e:  # e.g. a buffer zmq cannot send: still answer, with the error
             logger.error("could not send %s for %s: %s", reply_type(msg.msg_type), msg.msg_id, e)

@@ -17,6 +17,7 @@ import json
 import os
 import time
 import uuid
+from json.encoder import c_make_encoder, encode_basestring_ascii
 
 from ..error import ProtocolError, SignatureError
 from .chunks import CHUNKED_MIN, buffer_digests, total_nbytes
@@ -38,22 +39,46 @@ def new_key():
     return os.urandom(32).hex().encode("ascii")
 
 
-# one encoder/decoder for the process: json.dumps/loads with options build a new one per
-# call, and bytes input pays for encoding detection (~10 us per message each way)
+# One encoder and one decoder for the process: json.dumps/loads with options build a new one
+# per call, and bytes input pays for encoding detection (~10 us per message each way). The C
+# encoder is called directly (JSONEncoder.encode builds it anew on every call) and without
+# json's cycle check, which keeps a dict shared by every thread; a cycle still fails below.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+try:  # (markers, default, encoder, indent, key_sep, item_sep, sort_keys, skipkeys, allow_nan)
+    _C_ENCODE = c_make_encoder(None, str, encode_basestring_ascii, None, ":", ",", False, False, True)
+except TypeError:  # no C accelerator, or another signature: JSONEncoder.encode does it all
+    _C_ENCODE = None
 _DECODER = json.JSONDecoder()
+_SCAN = _DECODER.scan_once
+#: Most parent headers, contents and metadata of a message are empty.
+_EMPTY = b"{}"
 
 
 def _dumps(obj):
-    return _ENCODER.encode(obj).encode("utf-8")
+    if type(obj) is dict and not obj:
+        return _EMPTY
+    if _C_ENCODE is None:
+        return _ENCODER.encode(obj).encode("utf-8")
+    try:
+        return "".join(_C_ENCODE(obj, 0)).encode("ascii")
+    except RecursionError:
+        raise ValueError("Circular reference detected (or nesting too deep for JSON)") from None
 
 
 def _loads(frame):
     data = frame if isinstance(frame, bytes) else frame.bytes
+    if data == _EMPTY:
+        return {}
     if len(data) > MAX_JSON_FRAME:
         raise ProtocolError(f"JSON frame of {len(data)} bytes exceeds {MAX_JSON_FRAME}")
     try:
-        obj = _DECODER.decode(data.decode("utf-8"))
+        text = data.decode("utf-8")
+        try:
+            obj, end = _SCAN(text, 0)
+        except StopIteration:
+            end = -1
+        if end != len(text):  # whitespace around it, or not JSON: json's own rules and errors
+            obj = _DECODER.decode(text)
     except (ValueError, UnicodeDecodeError) as e:
         raise ProtocolError(f"frame is not JSON: {e}") from None
     if not isinstance(obj, dict):
@@ -201,12 +226,12 @@ class Session:
     def pack(self, msg_type, content=None, parent=None, metadata=None, buffers=(), header=None):
         """Signed frames ``[DELIM, sig, header, parent, metadata, content, *buffers]``.
 
-        ``parent`` may be a header dict or a Message (its header is used).
+        ``parent`` may be a header dict or a Message, whose header frame is then sent as
+        received (a reply need not encode its request's header again).
         Returns (header dict, frames list)."""
         header = header or self.header(msg_type)
-        if isinstance(parent, Message):
-            parent = parent.header
-        body = [_dumps(header), _dumps(parent or {}), _dumps(metadata or {}), _dumps(content or {})]
+        parent = parent.frames[1] if isinstance(parent, Message) else _dumps(parent or {})
+        body = [_dumps(header), parent, _dumps(metadata or {}), _dumps(content or {})]
         buffers = list(buffers)
         sig = self.sign(body + buffers)
         return header, [DELIM, sig] + body + buffers
