@@ -10,14 +10,21 @@ import threading
 
 import pytest
 
-from hpclaunch.error import SerializationError
-from hpclaunch.protocol import (DELIM, deserialize, json_frame, new_key, pack_apply, serialize,
-                                write_connection_file)
 from hpclaunch.engine import app
 from hpclaunch.engine.capture import TRUNCATION_NOTE, TaskStream, captured_output
 from hpclaunch.engine.kernel import Kernel, error_content
-from hpclaunch.protocol.ratelimit import RateLimitedLog
 from hpclaunch.engine.wire import reply_metadata, reply_type, unsigned_rejection
+from hpclaunch.error import SerializationError
+from hpclaunch.protocol import (
+    DELIM,
+    deserialize,
+    json_frame,
+    new_key,
+    pack_apply,
+    serialize,
+    write_connection_file,
+)
+from hpclaunch.protocol.ratelimit import RateLimitedLog
 
 
 def client_main(source):
@@ -208,6 +215,16 @@ def test_captured_output_restores_streams_and_collects_thread_output():
     assert out["stdout"].count("thread") == 100 and out["stdout"].startswith("main\n")
     assert out["stderr"] == "oops\n"
     assert "".join(t for n, t in sent if n == "stdout") == out["stdout"]
+
+
+def test_captured_output_restores_streams_when_the_task_raises():
+    before = sys.stdout, sys.stderr
+    sent, publish = collector()
+    with pytest.raises(ValueError), captured_output(publish) as out:
+        print("partial", end="")
+        int("not a number")
+    assert (sys.stdout, sys.stderr) == before
+    assert out == {"stdout": "partial", "stderr": ""} and sent == [("stdout", "partial")]
 
 
 # -- wire helpers and logging ----------------------------------------------------------

@@ -6,7 +6,6 @@ a long task sees each line as it is printed) and also kept, capped, for the
 reply metadata. User threads may print, so every stream holds a lock.
 """
 
-import contextlib
 import io
 import sys
 import threading
@@ -115,18 +114,29 @@ class TaskStream(io.TextIOBase):
             self._publish(self.name, text)
 
 
-@contextlib.contextmanager
-def captured_output(publish):
+class captured_output:  # lower case: used as ``with captured_output(publish) as output``
     """Swap in task streams for the duration; yields a dict filled at exit with
-    ``stdout``/``stderr`` (the captured text), after the rest was published."""
-    real_out, real_err = sys.stdout, sys.stderr
-    out = TaskStream("stdout", publish, real_out)
-    err = TaskStream("stderr", publish, real_err)
-    result = {}
-    sys.stdout, sys.stderr = out, err
-    try:
-        yield result
-    finally:
-        sys.stdout, sys.stderr = real_out, real_err
-        result["stdout"] = out.close_task()
-        result["stderr"] = err.close_task()
+    ``stdout``/``stderr`` (the captured text), after the rest was published.
+
+    A class rather than a ``contextlib`` generator: it is entered once per task, and the
+    generator machinery cost more than the swap itself."""
+
+    __slots__ = ("_publish", "_real", "_result", "_streams")
+
+    def __init__(self, publish):
+        self._publish = publish
+
+    def __enter__(self):
+        self._real = sys.stdout, sys.stderr
+        self._streams = (TaskStream("stdout", self._publish, self._real[0]),
+                         TaskStream("stderr", self._publish, self._real[1]))
+        self._result = {}
+        sys.stdout, sys.stderr = self._streams
+        return self._result
+
+    def __exit__(self, *exc):
+        sys.stdout, sys.stderr = self._real
+        out, err = self._streams
+        self._result["stdout"] = out.close_task()
+        self._result["stderr"] = err.close_task()
+        return False

@@ -70,6 +70,8 @@ def rebind(obj, namespace, _seen=None):
 
 def rebind_call(f, args, kwargs, namespace):
     """Rebind ``f`` and any top-level client functions among its arguments."""
+    if not args and not kwargs:
+        return rebind(f, namespace), args, kwargs
     seen = {}
     f = rebind(f, namespace, seen)
     args = tuple(rebind(a, namespace, seen) for a in args)

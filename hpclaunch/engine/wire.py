@@ -40,12 +40,13 @@ def unsigned_rejection(frames):
     """If ``frames`` is an unsigned ``signature_error``, return its evalue, else None.
 
     An unsigned message can carry nothing we act on; it only tells us the peer
-    refused our signature (wrong key), which is worth a clear log line."""
+    refused our signature (wrong key), which is worth a clear log line. Every message
+    passes here, so a signed one is turned away by its signature frame's length (no copy)."""
     try:
         start = next(i for i, f in enumerate(frames)
                      if len(f) == len(DELIM) and _bytes(f) == DELIM) + 1
         signed = frames[start:]
-        if len(signed) < 5 or _bytes(signed[0]):
+        if len(signed) < 5 or len(signed[0]):
             return None
         header_raw = _bytes(signed[1])
         if len(header_raw) > MAX_REJECTION_HEADER:

@@ -51,8 +51,15 @@ def _swap_big_bytes(obj, threshold, depth=2):
     return obj
 
 
+#: Results that pickle alike with pickle and cloudpickle and never leave a buffer out of band:
+#: a no-op task's ``None`` needs no CloudPickler (whose set-up is most of a small serialize).
+_PLAIN = frozenset([type(None), bool, int, float, complex, str])
+
+
 def serialize(obj, threshold=OOB_THRESHOLD):
     """Return ``[pickle, *buffers]``: the pickle bytes then out-of-band memoryviews."""
+    if type(obj) in _PLAIN:
+        return [pickle.dumps(obj, protocol=5)]
     buffers = []
 
     def keep(pb):
