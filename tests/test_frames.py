@@ -45,6 +45,20 @@ def parse(frame):
     return _loads(frame)
 
 
+@pytest.mark.parametrize("session, username, msg_type", [
+    (None, None, "apply_request"),
+    ('s"1\\', "jürgen ☃", "odd\ttype\u2603"),
+])
+def test_the_header_frame_of_a_packed_message_is_its_json(session, username, msg_type):
+    packer = Session(new_key(), session=session, username=username)
+    for _ in range(2):
+        header, frames = packer.pack(msg_type)
+        assert frames[2] == json_frame(header)
+    packer.username = "someone else"
+    header, frames = packer.pack(msg_type)
+    assert frames[2] == json_frame(header) and json.loads(frames[2])["username"] == "someone else"
+
+
 def test_a_cycle_is_refused_as_json_refuses_it():
     looped = {}
     looped["self"] = looped

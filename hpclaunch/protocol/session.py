@@ -17,7 +17,8 @@ import json
 import os
 import time
 import uuid
-from json.encoder import c_make_encoder, encode_basestring_ascii
+from json.encoder import c_make_encoder
+from json.encoder import encode_basestring_ascii as _esc
 
 from ..error import ProtocolError, SignatureError
 from .chunks import CHUNKED_MIN, buffer_digests, total_nbytes
@@ -45,7 +46,7 @@ def new_key():
 # json's cycle check, which keeps a dict shared by every thread; a cycle still fails below.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
 try:  # (markers, default, encoder, indent, key_sep, item_sep, sort_keys, skipkeys, allow_nan)
-    _C_ENCODE = c_make_encoder(None, str, encode_basestring_ascii, None, ":", ",", False, False, True)
+    _C_ENCODE = c_make_encoder(None, str, _esc, None, ":", ",", False, False, True)
 except TypeError:  # no C accelerator, or another signature: JSONEncoder.encode does it all
     _C_ENCODE = None
 _DECODER = json.JSONDecoder()
@@ -181,6 +182,7 @@ class Session:
         self._counter = itertools.count(1)   # next() is atomic: threads may share a Session
         self.replay = ReplayGuard() if check_replay else None
         self._prefix = f"{self.session[:12]}_{os.getpid()}_"
+        self._header_middle = (None, "")
 
     # -- building ---------------------------------------------------------
     def new_msg_id(self):
@@ -195,6 +197,17 @@ class Session:
             "date": utcnow(),
             "version": PROTOCOL_VERSION,
         }
+
+    def _own_header_frame(self, header):
+        """The JSON of a header :meth:`header` just made, the same bytes as ``_dumps``: only
+        msg_id, msg_type and date vary, so the rest is encoded once per session."""
+        who = (self.session, self.username)
+        encoded_for, middle = self._header_middle
+        if encoded_for != who:
+            middle = f',"session":{_esc(self.session)},"username":{_esc(self.username)},"date":'
+            self._header_middle = (who, middle)
+        return (f'{{"msg_id":{_esc(header["msg_id"])},"msg_type":{_esc(header["msg_type"])}'
+                f'{middle}{header["date"]!r},"version":"{PROTOCOL_VERSION}"}}').encode("ascii")
 
     def sign(self, frames):
         """The signature of ``[header, parent, metadata, content, *buffers]``.
@@ -229,9 +242,13 @@ class Session:
         ``parent`` may be a header dict or a Message, whose header frame is then sent as
         received (a reply need not encode its request's header again).
         Returns (header dict, frames list)."""
-        header = header or self.header(msg_type)
+        if header is None:
+            header = self.header(msg_type)
+            header_frame = self._own_header_frame(header)
+        else:
+            header_frame = _dumps(header)
         parent = parent.frames[1] if isinstance(parent, Message) else _dumps(parent or {})
-        body = [_dumps(header), parent, _dumps(metadata or {}), _dumps(content or {})]
+        body = [header_frame, parent, _dumps(metadata or {}), _dumps(content or {})]
         buffers = list(buffers)
         sig = self.sign(body + buffers)
         return header, [DELIM, sig] + body + buffers
