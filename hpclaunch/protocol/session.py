@@ -242,7 +242,7 @@ class Session:
         ``parent`` may be a header dict or a Message, whose header frame is then sent as
         received (a reply need not encode its request's header again).
         Returns (header dict, frames list)."""
-        if header is None:
+        if not header:
             header = self.header(msg_type)
             header_frame = self._own_header_frame(header)
         else:
