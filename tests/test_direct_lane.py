@@ -182,3 +182,25 @@ def test_unreachable_engine_is_used_through_the_controller():
 def test_which_direct_urls_a_client_uses(info, usable):
     assert (direct_url(info) is not None) == usable
 
+
+
+def test_reply_copies_waiting_for_their_request_are_bounded(monkeypatch):
+    from hpclaunch.controller import hub as hub_module
+    from hpclaunch.controller.heartbeat import HeartMonitor
+    from hpclaunch.controller.taskdb import MemoryDB
+    from hpclaunch.protocol import Message
+
+    monkeypatch.setattr(hub_module, "EARLY_REPLIES", 3)
+    monkeypatch.setattr(hub_module, "EARLY_BYTES", 100)
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.ROUTER)
+    try:
+        hub = hub_module.Hub(sock, Session("k"), HeartMonitor(1.0, 3), MemoryDB(10, 1 << 20))
+        for i in range(5):   # 30 bytes each: the count bound keeps 3
+            hub._hold_early(f"m{i}", Message([], {}, {}, {}, {}, [], [b"x" * 30]))
+        assert list(hub._early) == ["m2", "m3", "m4"] and hub._early_bytes == 90
+        hub._hold_early("big", Message([], {}, {}, {}, {}, [], [b"y" * 80]))
+        assert list(hub._early) == ["big"] and hub._early_bytes == 80  # the byte bound
+    finally:
+        sock.close()
+        ctx.term()

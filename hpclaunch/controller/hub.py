@@ -32,8 +32,11 @@ QUEUED = frozenset({"apply_request", "execute_request", "push_request", "pull_re
 #: Requests an engine serves before its queued work (not recorded).
 CONTROL = frozenset({"abort_request", "clear_request", "shutdown_request"})
 IOPUB = frozenset({"stream", "status"})
-#: Direct-lane reply copies kept while their request's copy is still on its way.
+#: Direct-lane reply copies kept while their request's copy is still on its way (the
+#: oldest are dropped beyond either bound: a client that died between its two sends
+#: leaves its reply copy here for good).
 EARLY_REPLIES = 10000
+EARLY_BYTES = 64 << 20
 
 
 class Hub:
@@ -49,6 +52,7 @@ class Hub:
         self.departed = DepartedEngines()   # why engines left, for requests that name them
         self._answer_to = {}                # msg_id -> routing id of the socket that asked
         self._early = collections.OrderedDict()  # msg_id -> direct reply copy before its request
+        self._early_bytes = 0
         self.rejected = RateLimitedLog(log)
         self._last_sig_reply = {}           # routing id -> time of last signature_error
         self.stopping = False
@@ -315,6 +319,7 @@ class Hub:
         rec.outstanding[msg.msg_id] = msg.header
         early = self._early.pop(msg.msg_id, None)
         if early is not None:
+            self._early_bytes -= _nbytes(early.frames)
             self._engine_reply(early)
 
     def send_to_engine(self, rec, msg, balanced=False):
@@ -336,10 +341,7 @@ class Hub:
         direct = md.get("direct") is True
         if rec.outstanding.pop(parent_id, None) is None:
             if direct and self.db.get(parent_id) is None:  # the request's copy is on its way
-                self._early[parent_id] = msg
-                msg.frames = detach(msg.frames)
-                if len(self._early) > EARLY_REPLIES:
-                    self._early.popitem(last=False)
+                self._hold_early(parent_id, msg)
             return  # else not a request we sent (e.g. the hub's own shutdown_request)
         status = md.get("status", "ok")
         balanced = parent_id in rec.balanced
@@ -361,6 +363,14 @@ class Hub:
             self.deliver(msg.parent, frames)
         if balanced:
             self.scheduler.done(parent_id)
+
+    def _hold_early(self, msg_id, msg):
+        msg.frames = detach(msg.frames)
+        self._early[msg_id] = msg
+        self._early_bytes += _nbytes(msg.frames)
+        while len(self._early) > EARLY_REPLIES or self._early_bytes > EARLY_BYTES:
+            _, dropped = self._early.popitem(last=False)
+            self._early_bytes -= _nbytes(dropped.frames)
 
     def _not_kept(self, msg):
         """What ``get_result`` from another client finds for a direct-lane result too big to
@@ -390,3 +400,6 @@ class Hub:
         self.notify("shutdown_notification", {})
         self.stopping = True
 
+
+def _nbytes(frames):
+    return sum(len(f) for f in frames)
