@@ -68,15 +68,14 @@ class Hub:
     # -- the loop ------------------------------------------------------------
     def serve(self):
         """Run until shut down. Any exception from one message is logged, not fatal."""
-        poller = zmq.Poller()
-        poller.register(self.socket, zmq.POLLIN)
+        watch = [(self.socket, zmq.POLLIN)]  # zmq_poll itself: no Poller wrapper per wake-up
         next_beat = time.monotonic() + self.heart.period
         while not self.stopping:
             wake = next_beat
             deadline = self.scheduler.next_deadline()
             if deadline is not None:
                 wake = min(wake, deadline)
-            if poller.poll(max(0.0, wake - time.monotonic()) * 1000):
+            if zmq.zmq_poll(watch, max(0, int((wake - time.monotonic()) * 1000) + 1)):
                 self._drain()
             if deadline is not None and time.monotonic() >= deadline:
                 self.scheduler.tick()
