@@ -16,6 +16,7 @@ from hpclaunch import error
 from hpclaunch.protocol import Session, paths, read_connection_file
 from conftest import wait_until
 from remote_helpers import sleep_then
+from standin import stand_in
 
 
 @contextlib.contextmanager
@@ -136,22 +137,8 @@ def test_malformed_drain_requests_are_dropped(start_cluster):
     """A stand-in engine (a raw socket that registered) sends bad drain_requests; a client
     socket sends one too. The controller drops them all, keeps sending the engine work,
     and still drains it on a good one."""
-    import zmq
-
     cluster, rc = start_cluster(n=1, hb_period=1.0, hb_liveness=60)
-    conn = read_connection_file(paths.client_file(cluster.profile_dir))
-    ctx = zmq.Context.instance()
-    engine, client = (ctx.socket(zmq.DEALER) for _ in range(2))
-    try:
-        for sock in (engine, client):
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.RCVTIMEO, 5000)
-            sock.connect(conn["url"])
-        as_engine, as_client = Session(conn["key"]), Session(conn["key"])
-        as_engine.send(engine, "registration_request", {
-            "uuid": "stand-in", "heart": "stand-in-heart", "iopub": "stand-in-iopub",
-            "hostname": "nowhere", "pid": 1})
-        fake = as_engine.unpack(engine.recv_multipart()).content["id"]
+    with stand_in(cluster) as (engine, client, as_engine, as_client, fake):
         as_client.send(client, "connect_request", {})
         assert as_client.unpack(client.recv_multipart()).msg_type == "connect_reply"
 
@@ -181,9 +168,6 @@ def test_malformed_drain_requests_are_dropped(start_cluster):
         assert "malformed drain_request" in log
         assert "drain_request from a socket that is not a registered engine" in log
         assert rc[:].apply_sync(lambda: 6 * 7) == [42]
-    finally:
-        engine.close()
-        client.close()
 
 
 def json_bytes(obj):

@@ -4,6 +4,10 @@ Three DEALERs go to the controller's one port: ``send`` (user threads, under a l
 ``recv`` (the I/O thread's) and the SyncChannel (a blocking call sends there and reads its
 own replies, one thread at a time). Everything else arrives on ``recv`` and is recorded by
 the Inbox, so ``ids``, ``results`` and futures stay current without spin().
+
+Work for one engine (apply, execute, push, pull) goes on the direct lane when the engine
+can be reached (protocol/direct.py): straight to the engine, with a copy to the controller
+for its books. Each of ``send`` and the SyncChannel has a DirectLane beside it for that.
 """
 
 import concurrent.futures
@@ -17,7 +21,10 @@ import zmq
 from .. import error
 from ..protocol import Session, read_connection_file
 from ..protocol import paths
+from ..protocol import has_message, send_frames
+from ..protocol.direct import copy_for_controller
 from .asyncresult import AsyncResult
+from .direct import DirectLane
 from .inbox import HubRequest, Inbox, new_metadata
 from .iothread import IOThread, dealer
 from .loadbalanced import LoadBalancedView
@@ -28,6 +35,8 @@ from .view import DirectView
 #: A future that is already done: what a SyncChannel waits for when sending failed.
 _ALREADY_DONE = concurrent.futures.Future()
 _ALREADY_DONE.set_result(None)
+#: Requests that may go on the direct lane (the others need the controller).
+DIRECT_TYPES = frozenset({"apply_request", "execute_request", "push_request", "pull_request"})
 
 
 class Client(TaskRecords):
@@ -40,10 +49,14 @@ class Client(TaskRecords):
     one SSH tunnel to the controller's port and connects through it; ``sshkey`` is a
     private key file (default: the file's ``sshkey``, then ssh's own choice);
     ``paramiko`` None uses OpenSSH if ``ssh`` is on PATH, else paramiko; True/False forces.
+
+    ``direct`` (default: on unless tunnelled) sends work for one engine straight to it,
+    one network hop instead of two; engines this process cannot reach are used through
+    the controller either way. ``direct=False`` sends everything through the controller.
     """
 
     def __init__(self, url_file=None, profile=None, profile_dir=None, timeout=10,
-                 sshserver=None, sshkey=None, paramiko=None):
+                 sshserver=None, sshkey=None, paramiko=None, direct=None):
         path = url_file or paths.client_file(paths.profile_dir(profile, profile_dir))
         info = read_connection_file(path)
         self.controller_url = info["url"]
@@ -64,14 +77,20 @@ class Client(TaskRecords):
         self._context = zmq.Context()
         curve = info.get("curve")
         self._result_poll = None
+        direct = self._tunnel is None if direct is None else bool(direct)
+        self._lane = None
         try:
             self._send_socket = dealer(self._context, self.url, curve)
+            engines = lambda: self._inbox.engines  # replaced, never mutated: read it anew
+            if direct:
+                self._lane = DirectLane(self._context, curve, engines)
             self._sync = SyncChannel(self._context, self.url, curve, self._inbox.on_frames,
-                                     self._inbox.pending)
+                                     self._inbox.pending, engines, direct)
+            self._send_sockets = [self._send_socket] + ([self._lane.socket] if direct else [])
             self._io = IOThread(self._context, self.url, on_start=self._send_connect,
                                 on_frames=self._inbox.on_frames, on_tick=self._poll_hub,
                                 wants_tick=lambda: bool(self._inbox.hub_watch),
-                                send_socket=self._send_socket, send_lock=self._send_lock,
+                                send_sockets=self._send_sockets, send_lock=self._send_lock,
                                 curve=curve, sync_channel=self._sync)
             self._sync.wake_io = self._io.wake
         except BaseException:  # e.g. malformed Curve keys: leave no ssh process behind
@@ -157,7 +176,8 @@ class Client(TaskRecords):
         self._closed = True
         stopped = self._io.stop()
         with self._send_lock:
-            self._send_socket.close(linger=0)
+            for sock in self._send_sockets:
+                sock.close(linger=0)
         self._inbox.fail_all(error.HpclaunchError(
             "the Client was closed before this request got a reply"))
         self._sync.close()
@@ -296,7 +316,10 @@ class Client(TaskRecords):
                        ar_kwargs):
         session, inbox = self.session, self._inbox
         pending, metadata, outstanding = inbox.pending, inbox.metadata, inbox.outstanding
-        sock = self._send_socket if sync is None else sync.socket
+        sock, lane = (self._send_socket, self._lane) if sync is None else (sync.socket, sync.lane)
+        if msg_type not in DIRECT_TYPES:
+            lane = None
+        copies = []  # of direct-lane requests, for the controller's books, after the sends
         with self._send_lock if sync is None else contextlib.nullcontext():
             headers = [session.header(msg_type) for _ in jobs]
             msg_ids = [h["msg_id"] for h in headers]
@@ -309,9 +332,18 @@ class Client(TaskRecords):
                 md = balanced if engine_id is None else {"engine": engine_id}
                 if sync is not None:
                     md = {**(md or {}), "answer_here": True}
+                if lane is not None and engine_id is not None and lane.usable(engine_id):
+                    _, frames = session.pack(msg_type, content, metadata={**md, "direct": True},
+                                             buffers=buffers, header=header)
+                    if lane.send(engine_id, frames):
+                        copies.append(copy_for_controller(frames))
+                        sent.append(msg_id)
+                        continue
                 session.send(sock, msg_type, content, metadata=md, buffers=buffers,
                              header=header)
                 sent.append(msg_id)
+            for frames in copies:
+                send_frames(sock, frames)
             self.history.extend(msg_ids)
             if sync is None:
                 self._check_send_socket()
@@ -319,8 +351,8 @@ class Client(TaskRecords):
 
     def _check_send_socket(self):
         """Under the send lock, after sending: a send can swallow the edge that tells the
-        I/O thread an answer came back on this socket, so look and wake it if one did."""
-        if self._send_socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        I/O thread an answer came back on these sockets, so look and wake it if one did."""
+        if any(has_message(sock) for sock in self._send_sockets):
             self._io.wake()
 
     def _hub_request(self, msg_type, content, on_ok=None):

@@ -5,10 +5,11 @@ Replies complete futures here, so user code never has to spin. The thread sends
 session's replies, iopub and notifications to it. An inproc PAIR wakes it (new work for
 the periodic tick, or stop), so it can block in poll() without a timeout when idle.
 
-It also reads the user threads' ``send`` socket, under their lock: the controller answers
-a rejected signature on the socket that sent the message, and a future must not hang on
-an answer nobody reads. Only the socket's file descriptor is polled (an OS call, not a
-socket operation), so the two threads never use that socket at the same time.
+It also reads the user threads' sockets, under their lock: the ``send`` DEALER (the
+controller answers a rejected signature on the socket that sent the message, and a future
+must not hang on an answer nobody reads) and their DirectLane, where engines answer work
+sent on the direct lane. Only the sockets' file descriptors are polled (an OS call, not a
+socket operation), so the two threads never use one socket at the same time.
 
 The SyncChannel (blocking calls read their own replies) is watched only while a caller
 left late replies on it; it is then the I/O thread's until none is missing.
@@ -47,7 +48,7 @@ class IOThread(threading.Thread):
     results)."""
 
     def __init__(self, context, url, on_start, on_frames, on_tick=None, wants_tick=None,
-                 tick_interval=0.5, send_socket=None, send_lock=None, curve=None,
+                 tick_interval=0.5, send_sockets=(), send_lock=None, curve=None,
                  sync_channel=None):
         n = next(_thread_numbers)
         super().__init__(name=f"hpclaunch-client-io-{n}", daemon=True)
@@ -62,7 +63,7 @@ class IOThread(threading.Thread):
         self._on_start, self._on_frames = on_start, on_frames
         self._on_tick, self._wants_tick = on_tick, wants_tick or (lambda: False)
         self.tick_interval = tick_interval
-        self._send_socket, self._send_lock = send_socket, send_lock
+        self._send_sockets, self._send_lock = list(send_sockets), send_lock
         self._sync = sync_channel  # watched only while it holds late replies (WATCHED)
         self.stopped = threading.Event()
 
@@ -73,11 +74,10 @@ class IOThread(threading.Thread):
             poller = zmq.Poller()
             poller.register(recv, zmq.POLLIN)
             poller.register(wake, zmq.POLLIN)
-            send_fd = None
-            if self._send_socket is not None:
-                send_fd = self._send_socket.getsockopt(zmq.FD)
-                poller.register(send_fd, zmq.POLLIN)
-            sync_sock = None
+            send_fds = [s.getsockopt(zmq.FD) for s in self._send_sockets]
+            for fd in send_fds:
+                poller.register(fd, zmq.POLLIN)
+            sync_socks = ()
             next_tick = 0.0
             while True:
                 ticking = self._on_tick is not None and self._wants_tick()
@@ -87,14 +87,16 @@ class IOThread(threading.Thread):
                     self._drain(recv)
                 if wake in events and self._drain_wake(wake):
                     break
-                if send_fd is not None and (send_fd in events or wake in events):
-                    self._drain_send_socket()
-                if sync_sock is None and self._sync is not None and self._sync.watched:
-                    sync_sock = self._sync.socket
-                    poller.register(sync_sock, zmq.POLLIN)
-                if sync_sock is not None and self._safely(self._sync.drain):
-                    poller.unregister(sync_sock)
-                    sync_sock = None
+                if send_fds and (wake in events or any(fd in events for fd in send_fds)):
+                    self._drain_send_sockets()
+                if not sync_socks and self._sync is not None and self._sync.watched:
+                    sync_socks = self._sync.sockets
+                    for sock in sync_socks:
+                        poller.register(sock, zmq.POLLIN)
+                if sync_socks and self._safely(self._sync.drain):
+                    for sock in sync_socks:
+                        poller.unregister(sock)
+                    sync_socks = ()
                 if ticking and time.monotonic() >= next_tick:
                     next_tick = time.monotonic() + self.tick_interval
                     self._safely(self._on_tick)
@@ -116,15 +118,15 @@ class IOThread(threading.Thread):
             except Exception:
                 log.exception("error while handling a message (dropped)")
 
-    def _drain_send_socket(self):
-        """Read what arrived on the user threads' socket (taking their lock briefly)."""
+    def _drain_send_sockets(self):
+        """Read what arrived on the user threads' sockets (taking their lock briefly)."""
         batch = []
         with self._send_lock:
-            sock = self._send_socket
-            if sock.closed:
-                return
-            while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                batch.append(recv_frames(sock, block=False))
+            for sock in self._send_sockets:
+                if sock.closed:
+                    return
+                while has_message(sock):
+                    batch.append(recv_frames(sock, block=False))
         for frames in batch:
             try:
                 self._on_frames(frames)

@@ -7,7 +7,11 @@ node). The SyncChannel is a third DEALER for such calls. The calling thread borr
 it, sends with metadata ``answer_here`` (the controller then answers on this socket,
 see docs/protocol.md) and reads until its future is done.
 
-Exactly one thread owns the socket at a time: nobody (IDLE), a borrowing caller
+Work for one engine goes on the channel's DirectLane when it can (protocol/direct.py),
+so the channel is two sockets: ``socket`` to the controller and ``lane.socket`` to the
+engines; both are read together.
+
+Exactly one thread owns the sockets at a time: nobody (IDLE), a borrowing caller
 (BORROWED) or, when a caller stopped waiting before every reply came (a timeout, an
 interrupt), the I/O thread (WATCHED), which reads the late replies until none is
 missing and then hands the channel back. A caller that finds the channel busy simply
@@ -17,7 +21,10 @@ takes the ordinary path.
 import threading
 import time
 
+import zmq
+
 from ..protocol import has_message, recv_frames
+from .direct import DirectLane
 from .iothread import dealer
 
 IDLE, BORROWED, WATCHED = "idle", "borrowed", "watched"
@@ -26,8 +33,10 @@ POLL_SLICE_MS = 100
 
 
 class SyncChannel:
-    def __init__(self, context, url, curve, on_frames, pending):
+    def __init__(self, context, url, curve, on_frames, pending, engines, direct=True):
         self.socket = dealer(context, url, curve)
+        self.lane = DirectLane(context, curve, engines) if direct else None
+        self.sockets = [self.socket] + ([self.lane.socket] if direct else [])
         self.state = IDLE
         self._state_lock = threading.Lock()
         self._on_frames = on_frames   # Inbox.on_frames: verifies and completes futures
@@ -46,18 +55,26 @@ class SyncChannel:
     def wait(self, future, msg_ids):
         """Read replies until ``future`` is done, then give the socket back (to the I/O
         thread if some of ``msg_ids`` are still unanswered)."""
-        sock = self.socket
+        watch = [(sock, zmq.POLLIN) for sock in self.sockets]
         try:
             while not future.done():
-                if has_message(sock):
-                    self._on_frames(recv_frames(sock, block=False))
-                else:
-                    sock.poll(POLL_SLICE_MS)
+                # zmq_poll itself: the Poller wrapper costs ~5 us a call, on every round trip
+                for sock, _ in zmq.zmq_poll(watch, POLL_SLICE_MS):
+                    self._read(sock)
         finally:
             self._give_back([m for m in msg_ids if m in self._pending])
 
+    def _read(self, sock):
+        """Read every message waiting on ``sock``."""
+        while has_message(sock):
+            self._on_frames(recv_frames(sock, block=False))
+
+    def _read_waiting(self):
+        for sock in self.sockets:
+            self._read(sock)
+
     def _give_back(self, unanswered):
-        leftover = not self.socket.closed and has_message(self.socket)
+        leftover = not self.socket.closed and any(has_message(s) for s in self.sockets)
         with self._state_lock:
             if unanswered or leftover:
                 self._late = unanswered
@@ -75,9 +92,7 @@ class SyncChannel:
     def drain(self):
         """I/O thread, while WATCHED: read what arrived; True once nothing is missing
         (the channel is IDLE again and the I/O thread stops watching it)."""
-        sock = self.socket
-        while has_message(sock):
-            self._on_frames(recv_frames(sock, block=False))
+        self._read_waiting()
         self._late = [m for m in self._late if m in self._pending]
         if self._late:
             return False
@@ -90,4 +105,5 @@ class SyncChannel:
         deadline = time.monotonic() + 1.0
         while self.state == BORROWED and time.monotonic() < deadline:
             time.sleep(0.01)
-        self.socket.close(linger=0)
+        for sock in self.sockets:
+            sock.close(linger=0)

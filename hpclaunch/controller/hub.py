@@ -6,6 +6,7 @@ frames untouched: client requests to engines, engine replies and output to the
 client that asked. It never unpickles user data.
 """
 
+import collections
 import functools
 import logging
 import time
@@ -15,6 +16,7 @@ import zmq
 from ..error import ProtocolError, SignatureError
 from ..protocol.ratelimit import RateLimitedLog
 from ..protocol import DELIM, HEARTBEAT, N_FIXED, has_message, json_frame, recv_frames, send_frames, split_idents
+from ..protocol.direct import COPY_LIMIT, buffers_left_out
 from . import queries
 from .drain import (DepartedEngines, draining_error, leaving_reason, parse_drain_request,
                     start_draining)
@@ -30,6 +32,11 @@ QUEUED = frozenset({"apply_request", "execute_request", "push_request", "pull_re
 #: Requests an engine serves before its queued work (not recorded).
 CONTROL = frozenset({"abort_request", "clear_request", "shutdown_request"})
 IOPUB = frozenset({"stream", "status"})
+#: Direct-lane reply copies kept while their request's copy is still on its way (the
+#: oldest are dropped beyond either bound: a client that died between its two sends
+#: leaves its reply copy here for good).
+EARLY_REPLIES = 10000
+EARLY_BYTES = 64 << 20
 
 
 class Hub:
@@ -44,6 +51,8 @@ class Hub:
         self.clients = {}                   # client session -> routing id of its recv socket
         self.departed = DepartedEngines()   # why engines left, for requests that name them
         self._answer_to = {}                # msg_id -> routing id of the socket that asked
+        self._early = collections.OrderedDict()  # msg_id -> direct reply copy before its request
+        self._early_bytes = 0
         self.rejected = RateLimitedLog(log)
         self._last_sig_reply = {}           # routing id -> time of last signature_error
         self.stopping = False
@@ -59,15 +68,14 @@ class Hub:
     # -- the loop ------------------------------------------------------------
     def serve(self):
         """Run until shut down. Any exception from one message is logged, not fatal."""
-        poller = zmq.Poller()
-        poller.register(self.socket, zmq.POLLIN)
+        watch = [(self.socket, zmq.POLLIN)]  # zmq_poll itself: no Poller wrapper per wake-up
         next_beat = time.monotonic() + self.heart.period
         while not self.stopping:
             wake = next_beat
             deadline = self.scheduler.next_deadline()
             if deadline is not None:
                 wake = min(wake, deadline)
-            if poller.poll(max(0.0, wake - time.monotonic()) * 1000):
+            if zmq.zmq_poll(watch, max(0, int((wake - time.monotonic()) * 1000) + 1)):
                 self._drain()
             if deadline is not None and time.monotonic() >= deadline:
                 self.scheduler.tick()
@@ -278,6 +286,9 @@ class Hub:
             self.scheduler.submit(msg)
             return
         rec = self.engines.get(eid) if isinstance(eid, int) else None
+        if rec is not None and msg.metadata.get("direct") is True and msg.msg_type in QUEUED:
+            self._direct_request(rec, msg)
+            return
         if rec is None:
             self.reply(msg, reply_type(msg.msg_type), error(
                 "EngineError", f"engine {eid!r} is not registered{self.departed.explain(eid)} "
@@ -292,11 +303,23 @@ class Hub:
 
     def record(self, msg, eid):
         """Store the request; the message keeps the same detached frames (see taskdb.detach)
-        so a task waiting in the scheduler pins no receive buffer either."""
+        so a task waiting in the scheduler pins no receive buffer either. A direct-lane copy
+        without its buffers is recorded without a request (it cannot be resubmitted)."""
         msg.frames = detach(msg.frames)
         msg.buffers = msg.frames[N_FIXED:]
         h = msg.header
-        self.db.add(TaskRecord(h["msg_id"], h["msg_type"], h["session"], eid, time.time(), msg.frames))
+        request = None if buffers_left_out(msg.frames) else msg.frames
+        self.db.add(TaskRecord(h["msg_id"], h["msg_type"], h["session"], eid, time.time(), request))
+
+    def _direct_request(self, rec, msg):
+        """The copy of a request a client sent straight to the engine (protocol/direct.py):
+        book it as the engine's, relay nothing. The engine's reply copy may be here first."""
+        self.record(msg, rec.id)
+        rec.outstanding[msg.msg_id] = msg.header
+        early = self._early.pop(msg.msg_id, None)
+        if early is not None:
+            self._early_bytes -= _nbytes(early.frames)
+            self._engine_reply(early)
 
     def send_to_engine(self, rec, msg, balanced=False):
         msg_id = msg.header["msg_id"]
@@ -313,9 +336,12 @@ class Hub:
             return
         rec = self.engines.get(eid)
         parent_id = msg.parent.get("msg_id")
-        if rec.outstanding.pop(parent_id, None) is None:
-            return  # not a request we sent (e.g. the hub's own shutdown_request)
         md = msg.metadata
+        direct = md.get("direct") is True
+        if rec.outstanding.pop(parent_id, None) is None:
+            if direct and self.db.get(parent_id) is None:  # the request's copy is on its way
+                self._hold_early(parent_id, msg)
+            return  # else not a request we sent (e.g. the hub's own shutdown_request)
         status = md.get("status", "ok")
         balanced = parent_id in rec.balanced
         if balanced:
@@ -323,13 +349,39 @@ class Hub:
             ename = msg.load_content().get("ename") if status == "error" else None
             if self.scheduler.reroute(eid, parent_id, status, ename):
                 return
-        task = self.db.complete(parent_id, status, msg.frames, md.get("started"),
+        frames = msg.frames
+        if direct and buffers_left_out(frames):
+            frames = self._not_kept(msg)
+        task = self.db.complete(parent_id, status, frames, md.get("started"),
                                 time.time(), md.get("stdout", ""), md.get("stderr", ""))
         if task is not None:
             rec.completed += 1
-        self.deliver(msg.parent, msg.frames)
+        if direct:  # the engine answered the client itself
+            self._answer_to.pop(parent_id, None)
+        else:
+            self.deliver(msg.parent, frames)
         if balanced:
             self.scheduler.done(parent_id)
+
+    def _hold_early(self, msg_id, msg):
+        msg.frames = detach(msg.frames)
+        self._early[msg_id] = msg
+        self._early_bytes += _nbytes(msg.frames)
+        while len(self._early) > EARLY_REPLIES or self._early_bytes > EARLY_BYTES:
+            _, dropped = self._early.popitem(last=False)
+            self._early_bytes -= _nbytes(dropped.frames)
+
+    def _not_kept(self, msg):
+        """What ``get_result`` from another client finds for a direct-lane result too big to
+        copy to the controller: a signed error saying where the result went."""
+        content = error("ResultNotKept",
+                        f"the result of {msg.parent.get('msg_id')} went straight from engine "
+                        f"{msg.metadata.get('engine_id')} to the client that sent the task (the "
+                        f"direct lane); results over {COPY_LIMIT >> 20} MiB are not copied to the "
+                        "controller, so only that client has it", engine_id=msg.metadata.get("engine_id"))
+        _, frames = self.session.pack(msg.msg_type, content, msg.parent,
+                                      {**msg.metadata, "status": "error"})
+        return frames[1:]
 
     # -- shutting down -------------------------------------------------------------
     def _shutdown_request(self, msg):
@@ -347,3 +399,6 @@ class Hub:
         self.notify("shutdown_notification", {})
         self.stopping = True
 
+
+def _nbytes(frames):
+    return sum(len(f) for f in frames)

@@ -6,6 +6,7 @@ registry and the task DB and change nothing but purged records.
 
 from ..protocol import json_frame
 from .dbquery import compile_query, project
+from ..protocol.direct import COPY_LIMIT
 from .replies import error
 
 
@@ -100,8 +101,9 @@ def resubmit(hub, msg):
     records = [hub.db.get(m) for m in msg_ids]
     problems = [f"{m} is unknown" for m, r in zip(msg_ids, records) if r is None]
     problems += [f"{m} is still pending" for m, r in zip(msg_ids, records) if r and r.pending]
-    problems += [f"{m} has no stored request" for m, r in zip(msg_ids, records)
-                 if r and not r.pending and not r.request]
+    problems += [f"{m} has no stored request (a request sent on the direct lane with over "
+                 f"{COPY_LIMIT >> 20} MiB of buffers is not copied to the controller)"
+                 for m, r in zip(msg_ids, records) if r and not r.pending and not r.request]
     if problems:
         hub.reply(msg, "resubmit_reply", error("ValueError", "cannot resubmit: " + "; ".join(problems)))
         return

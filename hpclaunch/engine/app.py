@@ -113,7 +113,7 @@ def main(argv=None):
         try:
             engine = engine_class(url, info["key"], timeout=args.timeout,
                                   curve=info.get("curve"), drain_at=args.drain_at,
-                                  **engine_options)
+                                  direct=not args.engine_ssh, **engine_options)
         except Exception as e:  # e.g. a malformed url in the connection file
             logger.error("cannot connect to %r from %s: %s", info.get("url"), path, e)
             return 1

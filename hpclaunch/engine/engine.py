@@ -15,8 +15,10 @@ import uuid
 import zmq
 
 from ..error import ProtocolError
-from ..protocol import Session, has_message, make_curve_client, recv_frames, utcnow
+from ..protocol import Session, has_message, make_curve_client, recv_frames, send_frames, utcnow
+from ..protocol.direct import copy_for_controller
 from .capture import captured_output
+from .direct import bind_direct_port
 from .drain import DrainSchedule, drain_time_text, refusal
 from .heart import Heart
 from .kernel import Kernel, error_content
@@ -46,7 +48,7 @@ class Engine:
     """Connects to the controller at ``url`` and serves requests until told to stop."""
 
     def __init__(self, url, key, timeout=30.0, requested_id=None, install_main=True, curve=None,
-                 info=None, drain_at=None):
+                 info=None, drain_at=None, direct=True):
         self.url = url
         self.info = dict(info or {})   # extra facts for registration (e.g. MPI rank and size)
         if drain_at is not None:
@@ -72,6 +74,11 @@ class Engine:
         self.main = self._dealer(f"engine-{self.uuid}")
         self.iopub = self._dealer(f"iopub-{self.uuid}")
         self.heart = Heart(self.context, url, f"heart-{self.uuid}", curve)
+        # the direct lane (protocol/direct.py); off behind an SSH tunnel, which clients cannot use
+        self.direct = None
+        if direct:
+            self.direct, self.info["direct"] = bind_direct_port(self.context, url, curve,
+                                                                   self.uuid)
 
     def _dealer(self, identity):
         sock = self.context.socket(zmq.DEALER)
@@ -120,6 +127,8 @@ class Engine:
                         hb_period, limit)
         poller = zmq.Poller()
         poller.register(self.main, zmq.POLLIN)
+        if self.direct is not None:
+            poller.register(self.direct, zmq.POLLIN)
         poller.register(self.heart.pulses, zmq.POLLIN)
         silence = 0.0
         while True:
@@ -185,6 +194,8 @@ class Engine:
         linger = LEAVE_LINGER_MS if deliver else 0
         heart_stopped = self.heart.stop()
         self.main.close(linger=linger)
+        if self.direct is not None:
+            self.direct.close(linger=linger)
         with self._iopub_lock:
             self.iopub.close(linger=linger)
         if heart_stopped:
@@ -211,14 +222,25 @@ class Engine:
 
     # -- reading --------------------------------------------------------------
     def _read_all(self):
-        """Drain the main socket: queue work, serve control messages in arrival order."""
-        while has_message(self.main):
-            frames = recv_frames(self.main, block=False)
+        """Drain the sockets: queue work, serve control messages in arrival order. Work
+        from the direct lane keeps its sender's routing id (``msg.idents``), which is how
+        ``_reply`` knows to answer there."""
+        self._read(self.main)
+        if self.direct is not None:
+            self._read(self.direct, direct=True)
+
+    def _read(self, sock, direct=False):
+        while has_message(sock):
+            frames = recv_frames(sock, block=False)
             msg = self._parse(frames)
             if msg is None:
                 continue
             kind = msg.msg_type
-            if kind in WORK_REQUESTS:
+            if direct and kind not in WORK_REQUESTS:
+                self._reply(msg, error_content(ProtocolError(
+                    f"the direct lane serves only {', '.join(WORK_REQUESTS)}; send {kind} "
+                    "through the controller"), self.id))
+            elif kind in WORK_REQUESTS:
                 if self._abort_later.pop(msg.msg_id, None) is not None:
                     self._reply_aborted(msg)
                 else:
@@ -317,12 +339,22 @@ class Engine:
     def _reply(self, msg, content, metadata=None, buffers=()):
         metadata = metadata or reply_metadata(self.id, content["status"])
         try:
-            self.session.send(self.main, reply_type(msg.msg_type), content, parent=msg,
-                              metadata=metadata, buffers=buffers)
+            self._send_reply(msg, content, metadata, buffers)
         except Exception as e:  # e.g. a buffer zmq cannot send: still answer, with the error
             logger.error("could not send %s for %s: %s", reply_type(msg.msg_type), msg.msg_id, e)
-            self.session.send(self.main, reply_type(msg.msg_type), error_content(e, self.id),
-                              parent=msg.header, metadata=reply_metadata(self.id, "error"))
+            self._send_reply(msg, error_content(e, self.id), reply_metadata(self.id, "error"))
+
+    def _send_reply(self, msg, content, metadata, buffers=()):
+        """To the controller; or, for work that came on the direct lane, to the client
+        first and then a copy (buffers only when small) to the controller's books."""
+        if not msg.idents:
+            self.session.send(self.main, reply_type(msg.msg_type), content, parent=msg,
+                              metadata=metadata, buffers=buffers)
+            return
+        metadata["direct"] = True
+        _, frames = self.session.pack(reply_type(msg.msg_type), content, msg, metadata, buffers)
+        send_frames(self.direct, [*msg.idents, *frames])
+        send_frames(self.main, copy_for_controller(frames))
 
     def _publish(self, msg_type, content, parent):
         """Send on iopub from any thread (user threads print too)."""

@@ -1,0 +1,41 @@
+"""The direct lane: DirectView work that goes client -> engine without the controller's relay.
+
+Why: through the controller every request and reply crosses two TCP hops and a third
+Python process; a 100 MB push is sent twice and a no-op round trip pays the controller's
+CPU on its critical path. On the direct lane the client sends a direct request (apply,
+execute, push, pull) to a ROUTER the engine binds, and the engine answers there.
+
+The controller still keeps the books. After sending, the client gives the controller a
+*copy* of the same signed request, and the engine, after answering, a copy of the same
+signed reply; both carry metadata ``direct: true`` so the controller records them and
+relays nothing. A copy keeps its buffers only up to ``COPY_LIMIT`` bytes: beyond that the
+controller keeps the JSON frames (which its first MAC covers) and marks the buffers as not
+kept, so a 100 MB push or pull crosses the network once. Control requests, load-balanced
+tasks and everything of a tunnelled client still go through the controller.
+"""
+
+from .session import N_FIXED
+
+#: Buffer bytes of one message the controller's copy still carries (above: JSON frames only).
+COPY_LIMIT = 1 << 20
+
+
+def direct_identity(engine_uuid):
+    """The routing id an engine's direct port announces in its handshake; clients address
+    the engine by it (they know its uuid from the engine list)."""
+    return f"direct-{engine_uuid}".encode()
+
+
+def copy_for_controller(frames):
+    """The frames of a direct request or reply, as the controller's copy: ``frames`` is
+    ``[DELIM, sig, header, parent, metadata, content, *buffers]``."""
+    buffers = frames[N_FIXED + 1:]
+    if buffers and sum(len(b) for b in buffers) > COPY_LIMIT:
+        return frames[:N_FIXED + 1]
+    return frames
+
+
+def buffers_left_out(signed):
+    """True if ``signed`` (sig onward) is a copy whose buffers were left out: its signature
+    has the second (buffer) MAC, yet no buffer frame follows."""
+    return len(signed) == N_FIXED and len(signed[0]) == 128

@@ -1,0 +1,206 @@
+"""The direct lane (protocol/direct.py): DirectView work goes client -> engine in one hop,
+and the controller still keeps the books from the copies both ends send it."""
+
+import socket
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+import hpclaunch as hl
+from hpclaunch import error
+from hpclaunch.client.direct import DirectLane, direct_url
+from hpclaunch.protocol import Session, paths, read_connection_file
+from hpclaunch.protocol.direct import COPY_LIMIT
+from conftest import wait_until
+from standin import stand_in
+
+
+def _completed(rc, eid):
+    return rc.queue_status(eid)["completed"]
+
+
+def test_direct_view_work_goes_straight_to_the_engine(start_cluster):
+    cluster, rc = start_cluster(n=2)
+    eid = rc.ids[0]
+    ar = rc[eid].apply_async(lambda x: x + 1, 41)
+    assert ar.get(10) == 42
+    assert ar.metadata["direct"] is True and ar.metadata["engine_id"] == eid
+
+    big = np.arange(COPY_LIMIT // 4, dtype=np.float64)  # twice the copy limit
+    view = rc[eid]
+    push = view.push({"big": big}, block=False)
+    push.get(10)
+    assert push.metadata["direct"] is True
+    assert np.array_equal(view.pull("big", block=True), big)
+    view.execute("twice = big * 2", block=True)
+    assert view.pull("twice", block=True)[-1] == big[-1] * 2
+
+    # what is not DirectView work still goes through the controller
+    balanced = rc.load_balanced_view(targets=[rc.ids[1]]).apply_async(lambda: 7)
+    assert balanced.get(10) == 7 and "direct" not in balanced.metadata
+    # the controller's books caught up with all five direct tasks (copies are asynchronous)
+    wait_until(lambda: _completed(rc, eid) == 5, what="direct tasks counted as completed")
+
+    relayed = hl.Client(profile_dir=cluster.profile_dir, direct=False)
+    try:
+        through = relayed[eid].apply_async(lambda: "relayed")
+        assert through.get(10) == "relayed" and "direct" not in through.metadata
+    finally:
+        relayed.close()
+
+
+def test_other_clients_get_direct_results_unless_too_big(start_cluster):
+    cluster, rc = start_cluster(n=1)
+    eid = rc.ids[0]
+    small = rc[eid].apply_async(lambda: "small")
+    big = rc[eid].apply_async(lambda n: b"x" * n, 2 * COPY_LIMIT)
+    assert small.get(10) == "small" and len(big.get(10)) == 2 * COPY_LIMIT
+    wait_until(lambda: _completed(rc, eid) == 2, what="both results recorded")
+
+    other = hl.Client(profile_dir=cluster.profile_dir)
+    try:
+        assert other.get_result(small.msg_ids[0]).get(10) == "small"
+        with pytest.raises(error.RemoteError, match="went straight from engine") as caught:
+            other.get_result(big.msg_ids[0]).get(10)
+        assert caught.value.ename == "ResultNotKept"
+    finally:
+        other.close()
+
+    # the request of a big push is not kept either: it cannot be resubmitted, and says so
+    push = rc[eid].push({"blob": b"y" * (2 * COPY_LIMIT)}, block=False)
+    push.get(10)
+    wait_until(lambda: _completed(rc, eid) == 3, what="the push recorded")
+    with pytest.raises(error.RemoteError, match="has no stored request"):
+        rc.resubmit(push.msg_ids).get(10)
+    assert rc.resubmit(small.msg_ids).get(10) == ["small"]
+
+
+def test_direct_lane_is_encrypted_with_the_cluster(start_cluster):
+    cluster, rc = start_cluster(n=1, controller_ip="0.0.0.0",
+                                controller_args=["--location", "127.0.0.1"])
+    info = rc.engines[rc.ids[0]]["direct"]
+    assert info["curve_public"] and info["url"].startswith("tcp://127.0.0.1:")
+    ar = rc[:].apply_async(lambda: "encrypted")
+    assert ar.get(10) == ["encrypted"] and ar.metadata[0]["direct"] is True
+
+    # a socket without the engine's public key gets no CurveZMQ handshake, hence no answer
+    conn = read_connection_file(paths.client_file(cluster.profile_dir))
+    ctx = zmq.Context.instance()
+    plain = ctx.socket(zmq.DEALER)
+    try:
+        plain.setsockopt(zmq.LINGER, 0)
+        plain.connect(info["url"])
+        Session(conn["key"]).send(plain, "apply_request", {}, metadata={"engine": rc.ids[0]})
+        assert plain.poll(1000) == 0
+    finally:
+        plain.close()
+    assert rc[:].apply_sync(lambda: "still serving") == ["still serving"]
+
+
+def test_engine_refuses_control_and_bad_frames_on_the_direct_lane(start_cluster):
+    cluster, rc = start_cluster(n=1)
+    eid = rc.ids[0]
+    conn = read_connection_file(paths.client_file(cluster.profile_dir))
+    ctx = zmq.Context.instance()
+    raw = ctx.socket(zmq.DEALER)
+    try:
+        raw.setsockopt(zmq.LINGER, 0)
+        raw.setsockopt(zmq.RCVTIMEO, 5000)
+        raw.connect(rc.engines[eid]["direct"]["url"])
+        me = Session(conn["key"])
+        raw.send_multipart([b"garbage"])
+        raw.send_multipart([b"<IDS|MSG>", b"not a signature", b"{}", b"{}", b"{}", b"{}"])
+        Session("wrong-key").send(raw, "clear_request", {})
+        sent = me.send(raw, "clear_request", {}, metadata={"engine": eid})
+        reply = me.unpack(raw.recv_multipart())
+        assert reply.parent["msg_id"] == sent["msg_id"]
+        assert reply.content["ename"] == "ProtocolError"
+        assert "send clear_request through the controller" in reply.content["evalue"]
+    finally:
+        raw.close()
+    assert rc[eid].apply_sync(lambda: "alive") == "alive"
+
+
+def test_reply_copy_that_overtakes_its_request_copy_is_booked(start_cluster):
+    """A stand-in engine (a raw socket that registered) sends the controller its copy of a
+    direct reply before the client's copy of the request arrives: both are booked once."""
+    cluster, rc = start_cluster(n=1, hb_period=1.0, hb_liveness=60)
+    with stand_in(cluster) as (engine, client, as_engine, as_client, fake):
+        header, request = as_client.pack("execute_request", {"code": "pass"},
+                                         metadata={"engine": fake, "direct": True})
+        as_engine.send(engine, "execute_reply", {"status": "ok"}, parent=header, metadata={
+            "engine_id": fake, "status": "ok", "started": time.time(),
+            "completed": time.time(), "stdout": "early\n", "stderr": "", "direct": True})
+        time.sleep(0.2)
+        client.send_multipart(request)
+
+        wait_until(lambda: rc.queue_status(fake)["completed"] == 1, what="the task booked")
+        assert rc.queue_status(fake)["queue"] == 0
+        stored = rc.get_result(header["msg_id"])
+        stored.get(10)
+        assert stored.metadata["stdout"] == "early\n"
+        assert engine.poll(300) == 0  # nothing was relayed to the engine
+
+
+def _closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_engine_is_used_through_the_controller():
+    here = socket.gethostname()
+    engines = {5: {"hostname": here, "direct": {"url": f"tcp://127.0.0.1:{_closed_port()}"}},
+               6: {"hostname": "elsewhere", "direct": {"url": "tcp://127.0.0.1:9"}},
+               7: {"hostname": here}}
+    ctx = zmq.Context()
+    lane = DirectLane(ctx, None, lambda: engines)
+    try:
+        assert lane.usable(5)
+        started = time.monotonic()
+        assert lane.send(5, [b"<IDS|MSG>", b"x"]) is False
+        assert 1.0 < time.monotonic() - started < 10
+        assert not lane.usable(5)      # relay-only for good: no second wait
+        assert not lane.usable(6)      # another host's loopback address is not ours
+        assert not lane.usable(7)      # no direct port announced
+        assert not lane.usable(8)      # not a registered engine
+    finally:
+        lane.close()
+        ctx.term()
+
+
+@pytest.mark.parametrize("info, usable", [
+    ({"hostname": socket.gethostname(), "direct": {"url": "tcp://127.0.0.1:5"}}, True),
+    ({"hostname": "other", "direct": {"url": "tcp://10.1.2.3:5"}}, True),
+    ({"hostname": "other", "direct": {"url": "tcp://localhost:5"}}, False),
+    ({"hostname": "other", "direct": {"url": "ipc:///tmp/x"}}, False),
+    ({"hostname": "other", "direct": "tcp://10.1.2.3:5"}, False),
+    ({"hostname": "other", "direct": None}, False),
+])
+def test_which_direct_urls_a_client_uses(info, usable):
+    assert (direct_url(info) is not None) == usable
+
+
+
+def test_reply_copies_waiting_for_their_request_are_bounded(monkeypatch):
+    from hpclaunch.controller import hub as hub_module
+    from hpclaunch.controller.heartbeat import HeartMonitor
+    from hpclaunch.controller.taskdb import MemoryDB
+    from hpclaunch.protocol import Message
+
+    monkeypatch.setattr(hub_module, "EARLY_REPLIES", 3)
+    monkeypatch.setattr(hub_module, "EARLY_BYTES", 100)
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.ROUTER)
+    try:
+        hub = hub_module.Hub(sock, Session("k"), HeartMonitor(1.0, 3), MemoryDB(10, 1 << 20))
+        for i in range(5):   # 30 bytes each: the count bound keeps 3
+            hub._hold_early(f"m{i}", Message([], {}, {}, {}, {}, [], [b"x" * 30]))
+        assert list(hub._early) == ["m2", "m3", "m4"] and hub._early_bytes == 90
+        hub._hold_early("big", Message([], {}, {}, {}, {}, [], [b"y" * 80]))
+        assert list(hub._early) == ["big"] and hub._early_bytes == 80  # the byte bound
+    finally:
+        sock.close()
+        ctx.term()
