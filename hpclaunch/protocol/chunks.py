@@ -13,6 +13,8 @@ import os
 import struct
 import threading
 
+import zmq
+
 #: Buffers of a message are hashed in chunks when they hold at least this many bytes together.
 CHUNKED_MIN = 8 * 1024 * 1024
 #: Chunk size of the chunked form (part of the wire protocol: both ends must agree).
@@ -26,13 +28,22 @@ TAG = b"\x00hpclaunch-sha256-chunks-4MiB\x00"
 #: Chunks smaller than this (a buffer's tail, small buffers) are hashed by the calling thread.
 POOL_MIN = 1024 * 1024
 
+#: Types whose len() is their size in bytes.
+_LEN_IS_SIZE = frozenset([bytes, bytearray, zmq.Frame])
+
 _pool = None
 _pool_lock = threading.Lock()
 
 
 def total_nbytes(buffers):
-    """Bytes in ``buffers`` (bytes, memoryviews of any format, zmq Frames)."""
-    return sum(memoryview(b).nbytes for b in buffers)
+    """Bytes in ``buffers`` (bytes, memoryviews of any format, zmq Frames). Every signed
+    message with buffers asks, so the common types are sized without a memoryview."""
+    total = 0
+    for b in buffers:
+        kind = type(b)
+        total += len(b) if kind in _LEN_IS_SIZE else b.nbytes if kind is memoryview \
+            else memoryview(b).nbytes
+    return total
 
 
 def buffer_digests(buffers):
