@@ -26,7 +26,7 @@ from hpclaunch.protocol import (
     send_frames,
     split_idents,
 )
-from hpclaunch.protocol.chunks import CHUNK, CHUNKED_MIN, TAG
+from hpclaunch.protocol.chunks import CHUNK, CHUNKED_MIN, buffer_digests
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEY = new_key()
@@ -43,7 +43,8 @@ def one_pass(frames):
 
 def chunked(frames):
     head = hmac.new(KEY, b"".join(frames[:4]), hashlib.sha256).hexdigest()
-    mac = hmac.new(KEY, b"".join(frames[:4]) + TAG, hashlib.sha256)
+    chunked_key = hmac.new(KEY, b"hpclaunch chunked buffers v1", hashlib.sha256).digest()
+    mac = hmac.new(chunked_key, b"".join(frames[:4]), hashlib.sha256)
     for buf in frames[4:]:
         data = bytes(buf)
         mac.update(struct.pack(">Q", len(data)))
@@ -115,6 +116,15 @@ def test_reordering_or_dropping_buffers_fails():
     assert refused(signature, frames[:-1])
     assert refused(signature, frames[:5] + frames[6:])
     assert refused(signature, frames + [b""])
+
+
+def test_a_large_message_signature_does_not_sign_a_small_message_made_of_its_digests():
+    """A small message whose one buffer is the large one's digest list would hash the same
+    bytes in the one-pass form; the chunked form's own key keeps the two MACs apart."""
+    signature, frames = big_message()
+    forged = frames[:4] + [buffer_digests(frames[4:])]
+    assert len(forged[4]) < CHUNKED_MIN
+    assert refused(signature, forged)
 
 
 def test_the_controller_check_covers_the_json_frames_of_a_large_message():

@@ -5,10 +5,16 @@ on one core. hashlib releases the GIL while it hashes a large chunk, so hashing 
 chunks on a small pool uses both cores; the HMAC then covers the short list of chunk
 digests instead of the bytes (docs/protocol.md, "Signature"). Small messages never get
 here: a thread hop costs more than hashing them.
+
+That HMAC is keyed with a key derived from the cluster's (:func:`chunked_key`), not the key
+itself: otherwise a small message whose one buffer *is* a large message's digest list would
+carry the same MAC as the large one, and a peer that never saw the large message would
+accept it.
 """
 
 import concurrent.futures
 import hashlib
+import hmac
 import os
 import struct
 import threading
@@ -21,9 +27,8 @@ CHUNKED_MIN = 8 * 1024 * 1024
 CHUNK = 4 * 1024 * 1024
 #: Threads that hash chunks, shared by every Session of the process.
 WORKERS = 2
-#: Starts the bytes the HMAC covers after the JSON frames in the chunked form. A JSON frame
-#: never contains a NUL, so the chunked input cannot be read as buffers of the one-pass form.
-TAG = b"\x00hpclaunch-sha256-chunks-4MiB\x00"
+#: What the cluster key MACs to make the key of the chunked form (domain separation).
+KEY_LABEL = b"hpclaunch chunked buffers v1"
 
 #: Chunks smaller than this (a buffer's tail, small buffers) are hashed by the calling thread.
 POOL_MIN = 1024 * 1024
@@ -46,14 +51,19 @@ def total_nbytes(buffers):
     return total
 
 
+def chunked_key(key):
+    """The key of the chunked form's HMAC: HMAC-SHA256(key, KEY_LABEL)."""
+    return hmac.digest(key, KEY_LABEL, "sha256")
+
+
 def buffer_digests(buffers):
-    """``TAG`` then, for each buffer in order, its length (8 bytes, big-endian) followed by
-    the SHA-256 digest of each consecutive ``CHUNK``-byte piece of it (the last may be
-    shorter; an empty buffer has no piece). The lengths pin every frame boundary."""
+    """For each buffer in order, its length (8 bytes, big-endian) followed by the SHA-256
+    digest of each consecutive ``CHUNK``-byte piece of it (the last may be shorter; an
+    empty buffer has no piece). The lengths pin every frame boundary."""
     views = [_byte_view(b) for b in buffers]
     chunks = [v[i:i + CHUNK] for v in views for i in range(0, len(v), CHUNK)]
     digests = iter(_hash_all(chunks))
-    parts = [TAG]
+    parts = []
     for v in views:
         parts.append(struct.pack(">Q", len(v)))
         parts.extend(next(digests) for _ in range(0, len(v), CHUNK))
