@@ -43,7 +43,8 @@ def new_key():
 # One encoder and one decoder for the process: json.dumps/loads with options build a new one
 # per call, and bytes input pays for encoding detection (~10 us per message each way). The C
 # encoder is called directly (JSONEncoder.encode builds it anew on every call) and without
-# json's cycle check, which keeps a dict shared by every thread; a cycle still fails below.
+# json's cycle check, whose memo dict every thread would share; a cycle then ends in a
+# RecursionError, which _dumps reports as the ValueError json raises for a cycle.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
 try:  # (markers, default, encoder, indent, key_sep, item_sep, sort_keys, skipkeys, allow_nan)
     _C_ENCODE = c_make_encoder(None, str, _esc, None, ":", ",", False, False, True)
