@@ -38,7 +38,9 @@ def one_pass(frames):
     head = hmac.new(KEY, b"".join(frames[:4]), hashlib.sha256).hexdigest()
     if len(frames) == 4:
         return head.encode()
-    return (head + hmac.new(KEY, b"".join(bytes(f) for f in frames), hashlib.sha256).hexdigest()).encode()
+    lengths_and_bytes = b"".join(struct.pack(">Q", len(bytes(f))) + bytes(f) for f in frames[4:])
+    whole = hmac.new(KEY, b"".join(frames[:4]) + lengths_and_bytes, hashlib.sha256)
+    return (head + whole.hexdigest()).encode()
 
 
 def chunked(frames):
@@ -102,16 +104,23 @@ def test_changing_any_byte_of_a_large_message_fails(buffer, offset):
     assert refused(signature, frames)
 
 
-def test_moving_a_byte_between_buffers_fails():
-    signature, frames = big_message()
+def small_message():
+    frames = JSON + [pattern(100, 1), pattern(300, 2), pattern(50, 3)]
+    return Session(KEY).sign(frames), frames
+
+
+@pytest.mark.parametrize("message", [big_message, small_message])
+def test_moving_a_byte_between_buffers_fails(message):
+    signature, frames = message()
     a, b = frames[5], frames[6]
     moved = frames[:5] + [a[:-1], a[-1:] + b] + frames[7:]
     assert b"".join(moved[4:]) == b"".join(frames[4:])  # the same bytes, other boundaries
     assert refused(signature, moved)
 
 
-def test_reordering_or_dropping_buffers_fails():
-    signature, frames = big_message()
+@pytest.mark.parametrize("message", [big_message, small_message])
+def test_reordering_or_dropping_buffers_fails(message):
+    signature, frames = message()
     assert refused(signature, frames[:5] + [frames[6], frames[5]] + frames[7:])
     assert refused(signature, frames[:-1])
     assert refused(signature, frames[:5] + frames[6:])

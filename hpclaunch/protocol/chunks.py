@@ -40,15 +40,16 @@ _pool = None
 _pool_lock = threading.Lock()
 
 
-def total_nbytes(buffers):
-    """Bytes in ``buffers`` (bytes, memoryviews of any format, zmq Frames). Every signed
+def nbytes(buf):
+    """Bytes in one buffer (bytes, a memoryview of any format, a zmq Frame): every signed
     message with buffers asks, so the common types are sized without a memoryview."""
-    total = 0
-    for b in buffers:
-        kind = type(b)
-        total += len(b) if kind in _LEN_IS_SIZE else b.nbytes if kind is memoryview \
-            else memoryview(b).nbytes
-    return total
+    kind = type(buf)
+    return len(buf) if kind in _LEN_IS_SIZE else buf.nbytes if kind is memoryview \
+        else memoryview(buf).nbytes
+
+
+def total_nbytes(buffers):
+    return sum(nbytes(b) for b in buffers)
 
 
 def chunked_key(key):

@@ -15,16 +15,19 @@ import hmac
 import itertools
 import json
 import os
+import struct
 import time
 import uuid
 from json.encoder import c_make_encoder
 from json.encoder import encode_basestring_ascii as _esc
 
 from ..error import ProtocolError, SignatureError
-from .chunks import CHUNKED_MIN, buffer_digests, chunked_key, total_nbytes
+from .chunks import CHUNKED_MIN, buffer_digests, chunked_key, nbytes, total_nbytes
 from .transport import send_frames
 
 DELIM = b"<IDS|MSG>"
+#: A buffer's length in the MAC (8 bytes, big-endian): it pins every frame boundary.
+_LENGTH = struct.Struct(">Q")
 PROTOCOL_VERSION = "1.1"
 SIGNATURE_SCHEME = "hmac-sha256"
 #: Frames after the delimiter before buffers start: signature + 4 JSON dicts.
@@ -220,7 +223,8 @@ class Session:
         buffers, check both. The second MAC covers every byte of every buffer:
 
         - buffers under ``chunks.CHUNKED_MIN`` bytes together: the HMAC of the JSON frames
-          followed by every buffer (one pass, on this thread: small messages pay no hop);
+          followed by, for each buffer, its length (8 bytes, big-endian) and its bytes (one
+          pass, on this thread: small messages pay no hop);
         - larger: the HMAC, keyed with ``chunks.chunked_key(key)``, of the JSON frames
           followed by ``chunks.buffer_digests(buffers)`` (per buffer its length and the
           SHA-256 of each 4 MiB chunk), the chunks hashed on two threads: a 100 MB push is
@@ -239,6 +243,7 @@ class Session:
             h.update(buffer_digests(buffers))
         else:
             for f in buffers:
+                h.update(_LENGTH.pack(nbytes(f)))
                 h.update(f)
         return (head + h.hexdigest()).encode("ascii")
 
