@@ -99,6 +99,29 @@ def test_direct_lane_is_encrypted_with_the_cluster(start_cluster):
     assert rc[:].apply_sync(lambda: "still serving") == ["still serving"]
 
 
+def _routable_address():
+    """This host's address on its default route, or None (a host with loopback only)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("198.51.100.1", 9))  # TEST-NET-2: routed, never reached
+            address = probe.getsockname()[0]
+    except OSError:
+        return None
+    return None if address.startswith("127.") else address
+
+
+def test_beyond_loopback_the_engine_listens_where_it_reaches_the_controller(start_cluster):
+    address = _routable_address()
+    if address is None:
+        pytest.skip("this host has no address beyond loopback")
+    cluster, rc = start_cluster(n=1, controller_ip="0.0.0.0",
+                                controller_args=["--location", address])
+    info = rc.engines[rc.ids[0]]["direct"]
+    assert info["url"].startswith(f"tcp://{address}:") and info["curve_public"]
+    ar = rc[:].apply_async(lambda: "over the network, encrypted")
+    assert ar.get(10) == ["over the network, encrypted"] and ar.metadata[0]["direct"] is True
+
+
 def test_engine_refuses_control_and_bad_frames_on_the_direct_lane(start_cluster):
     cluster, rc = start_cluster(n=1)
     eid = rc.ids[0]
