@@ -40,7 +40,8 @@ class Cluster:
     removed on stop. Other options go to the processes: ``controller_ip``,
     ``controller_port``, ``hb_period``, ``hb_liveness``, ``engine_timeout``
     (seconds an engine waits for the controller), ``controller_args`` and
-    ``engine_args`` (extra command-line words), ``env`` (extra environment).
+    ``engine_args`` (extra command-line words), ``env`` (extra environment; kept in the
+    profile's cluster.json, mode 0600, so engines added later from another shell get it too).
     ``start_timeout``: seconds for the controller and then all engines to come up.
     ``allocation`` (inside a batch job): engines fan out across it by srun/mpiexec;
     ``controller_in_job``: one batch job runs the controller and the engines.

@@ -228,3 +228,12 @@ def test_engines_help_lists_add_and_stop():
     assert re.search(r"^\s+add\s+Start K more engines", result.stdout, re.M)
     assert re.search(r"^\s+stop\s+Stop engines by id", result.stdout, re.M)
     assert re.search(r"^\s+engines\s+Add engines", hpclaunch("--help").stdout, re.M)
+
+
+def test_engines_added_from_another_shell_get_the_clusters_extra_environment(start_cluster):
+    cluster, rc = start_cluster(n=1, profile="grow-env", env={"HPCLAUNCH_TEST_MARK": "kept"})
+    added = hpclaunch("engines", "add", "-n", "1", "--profile", "grow-env")
+    assert added.returncode == 0, added.stdout + added.stderr
+    rc.wait_for_engines(2, timeout=30)
+    marks = rc[:].apply_sync(lambda: __import__("os").environ.get("HPCLAUNCH_TEST_MARK"))
+    assert marks == ["kept", "kept"]

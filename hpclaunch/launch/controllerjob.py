@@ -76,7 +76,7 @@ class ControllerJob:
         job_id = sched.submit(job.path, env=launcher.env)
         record = JobRecord(job_id, sched.name, job.path, job.output, n, hosts_controller=True)
         launcher.state = ClusterState(launcher.profile_dir, batch_system=launcher.system.name,
-                                      jobs=[record], n=n)
+                                      jobs=[record], n=n, extra_env=launcher.extra_env)
         launcher.state.save()
         log.info("submitted %s job %s: controller and %d engines", sched.name, job_id, n)
         return record

@@ -90,6 +90,7 @@ class ClusterLauncher:
         self.engine_timeout = engine_timeout
         self.controller_args = list(controller_args)
         self.engine_args = list(engine_args)
+        self.extra_env = dict(env or {})
         self.env = child_env(env)
         self.state = None
 
@@ -105,7 +106,7 @@ class ClusterLauncher:
             raise ClusterNotRunning(profile_dir)
         profile = _profile_or_default(profile_dir)
         launcher = cls(profile_dir, system=get_system(state.batch_system, profile, profile_dir),
-                       profile=profile)
+                       profile=profile, env=state.extra_env)
         launcher.state = state
         if not launcher.controller_running():
             launcher.clean_stale()
@@ -175,7 +176,7 @@ class ClusterLauncher:
         log_path = os.path.join(paths.logs_dir(self.profile_dir), "controller.log")
         record = self.system.start(argv, log_path, "controller", env=self.env)
         self.state = ClusterState(self.profile_dir, batch_system=self.system.name,
-                                  controller=record, jobs=hosting_jobs)
+                                  controller=record, jobs=hosting_jobs, extra_env=self.extra_env)
         self.state.recount()  # a hosting job's engines are expected from now on
         self.state.save()
         info = self._wait_for_connection_files(record, timeout)

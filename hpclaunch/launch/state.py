@@ -34,7 +34,7 @@ class ClusterState:
 
     def __init__(self, profile_dir, batch_system="local", controller=None, engines=(),
                  url=None, n=0, started=None, launcher_pid=None, jobs=(), engine_argv=None,
-                 fanouts=(), host=None):
+                 fanouts=(), host=None, extra_env=None):
         self.profile_dir = os.path.abspath(profile_dir)
         self.batch_system = batch_system
         self.controller = controller
@@ -52,6 +52,9 @@ class ClusterState:
         #: The engine command line of the first start, so engines added later from
         #: another shell are started the same way.
         self.engine_argv = list(engine_argv) if engine_argv else None
+        #: The environment variables the cluster was started with on top of the launching
+        #: shell's (``Cluster(env=...)``), for the same reason.
+        self.extra_env = dict(extra_env or {})
 
     @property
     def path(self):
@@ -72,6 +75,7 @@ class ClusterState:
             "started": self.started,
             "launcher_pid": self.launcher_pid,
             "engine_argv": self.engine_argv,
+            "extra_env": self.extra_env,
         }
 
     @classmethod
@@ -90,6 +94,7 @@ class ClusterState:
             engine_argv=data.get("engine_argv"),
             fanouts=[FanoutRecord.from_dict(f) for f in data.get("fanouts", [])],
             host=data.get("host"),
+            extra_env=data.get("extra_env"),
         )
 
     def save(self):
