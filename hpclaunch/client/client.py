@@ -19,9 +19,7 @@ import time
 import zmq
 
 from .. import error
-from ..protocol import Session, read_connection_file
-from ..protocol import paths
-from ..protocol import has_message, send_frames
+from ..protocol import Session, has_message, paths, read_connection_file, send_frames
 from ..protocol.direct import copy_for_controller
 from .asyncresult import AsyncResult
 from .direct import DirectLane
