@@ -68,6 +68,10 @@ def measure(number, repeat):
         figures[name] = per_call_us(fn, n, repeat)
 
     timed("pack_apply(noop)", lambda: pack_apply(noop))
+    # a script's function (defined in __main__, so pickled by value) that uses numpy
+    script = {"__name__": "__main__", "np": __import__("numpy")}
+    exec("def scaled_sum(x, k=2):\n    return float(np.sum(x)) * k\n", script)  # noqa: S102
+    timed("pack_apply(script function)", lambda: pack_apply(script["scaled_sum"], (1,)))
     timed("Session.pack apply_request", lambda: client.pack(
         "apply_request", {}, metadata=request_md, buffers=apply_buffers))
     total = (number * repeat + 1)

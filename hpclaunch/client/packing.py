@@ -14,6 +14,7 @@ import pickle
 import cloudpickle
 
 from ..protocol import pack_apply, serialize
+from ..protocol.fnpickle import Pickled
 from ..protocol.serialize import OOB_THRESHOLD
 
 #: Item types the standard pickler writes exactly as cloudpickle would (builtins only:
@@ -21,22 +22,10 @@ from ..protocol.serialize import OOB_THRESHOLD
 _PLAIN = frozenset({int, float, complex, str, bool, type(None)})
 
 
-class _Pickled:
-    """An object pickled already: it unpickles as ``pickle.loads(data)``."""
-
-    __slots__ = ("data",)
-
-    def __init__(self, data):
-        self.data = data
-
-    def __reduce__(self):
-        return pickle.loads, (self.data,)
-
-
 def _pickled_function(f):
     """``f`` cloudpickled once; an unpicklable ``f`` raises pack_apply's error naming it."""
     try:
-        return _Pickled(cloudpickle.dumps(f, protocol=5))
+        return Pickled(cloudpickle.dumps(f, protocol=5))
     except Exception:
         pack_apply(f)  # raises SerializationError naming the culprit
         raise

@@ -12,6 +12,7 @@ import pickle
 import cloudpickle
 
 from ..error import SerializationError
+from .fnpickle import reusable
 
 #: Buffers smaller than this stay inside the pickle (a frame has overhead too).
 OOB_THRESHOLD = 64 * 1024
@@ -89,10 +90,11 @@ def deserialize(frames):
 
 
 def pack_apply(f, args=(), kwargs=None):
-    """Frames for ``f(*args, **kwargs)``. Fails before anything is sent, naming the culprit."""
+    """Frames for ``f(*args, **kwargs)``. Fails before anything is sent, naming the culprit.
+    ``f``'s pickle is reused from an earlier call when that is provably safe (fnpickle.py)."""
     kwargs = kwargs or {}
     try:
-        return serialize((f, tuple(args), dict(kwargs)))
+        return serialize((reusable(f), tuple(args), dict(kwargs)))
     except SerializationError:
         pass
     # find which piece cannot be pickled, so the error names it
