@@ -124,6 +124,32 @@ def test_start_status_stop_with_system_mpi(flavour, request):
 
 
 @pytest.mark.mpi
+def test_engines_added_to_a_cluster_whose_ids_follow_ranks_take_the_next_ids(mpich):  # noqa: F811
+    """An added mpiexec is a new MPI world (ranks from 0 again): its engines take the next
+    free ids instead of asking for ids the cluster already used."""
+    import hpclaunch as hl
+
+    name = "mpi-add"
+    mpi_profile(name, mpich, ids_follow_ranks=True)
+    started = hpclaunch("start", "--profile", name, "-n", "2", "--daemonize")
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        added = hpclaunch("engines", "add", "-n", "2", "--profile", name)
+        assert added.returncode == 0, added.stdout + added.stderr
+        rc = hl.Client(profile=name, timeout=30)
+        try:
+            assert rc.ids == [0, 1, 2, 3]
+            ranks = [(rc.engines[e]["mpi_rank"], rc.engines[e]["mpi_size"]) for e in rc.ids]
+            assert ranks[:2] == [(0, 2), (1, 2)]          # ids follow the first world's ranks
+            assert sorted(ranks[2:]) == [(0, 2), (1, 2)]  # the added world registers in any order
+        finally:
+            rc.close()
+    finally:
+        stopped = hpclaunch("stop", "--profile", name)
+    assert stopped.returncode == 0, stopped.stderr
+
+
+@pytest.mark.mpi
 def test_dying_rank_is_reported_with_mpiexecs_output(mpich, tmp_path):  # noqa: F811
     """A rank that dies after MPI_Init: hydra ends the run, start quotes what it said."""
     python = tmp_path / "python-rank1-dies"

@@ -87,10 +87,10 @@ class FanoutEngines:
         state = self.launcher.state
         return list(state.fanouts) if state is not None else []
 
-    def start(self, n, fanout):
+    def start(self, n, fanout, engine_argv=None):
         """Start one fan-out of ``n`` engines on this node; return its FanoutRecord."""
         launcher = self.launcher
-        engine_argv = launcher.engine_argv() + drain_args(launcher.env)
+        engine_argv = (engine_argv or launcher.engine_argv()) + drain_args(launcher.env)
         argv = fanout_argv(fanout, n, launcher.profile, engine_argv, launcher.env.get("PATH"))
         index = len(self.records) + 1
         log_path = os.path.join(paths.logs_dir(launcher.profile_dir), f"fanout-{index}.log")

@@ -38,18 +38,18 @@ class JobEngines:
         state = self.launcher.state
         return list(state.jobs) if state is not None else []
 
-    def plan(self, n, first_index=1):
+    def plan(self, n, first_index=1, engine_argv=None):
         """The JobScripts that ``submit(n)`` would submit (what ``hpclaunch render`` prints)."""
         return plan_jobs(self.launcher.profile, n, self.launcher.profile_dir,
-                         self.launcher.engine_argv(), first_index)
+                         engine_argv or self.launcher.engine_argv(), first_index)
 
-    def submit(self, n):
+    def submit(self, n, engine_argv=None):
         """Render and submit jobs for ``n`` engines; return their JobRecords."""
         profile = self.launcher.profile
         sched = scheduler(profile.system)
         state = self.launcher.state
         submitted = []
-        for job in self.plan(n, first_index=_next_job_index(state.jobs)):
+        for job in self.plan(n, _next_job_index(state.jobs), engine_argv):
             os.makedirs(os.path.dirname(job.path), exist_ok=True)
             os.makedirs(os.path.dirname(job.output), exist_ok=True)
             with open(job.path, "w") as f:

@@ -37,6 +37,13 @@ POLL_INTERVAL = 0.05
 ENGINE_GRACE = 0.5
 
 
+def added_engine_argv(argv):
+    """The command line of engines added to a running cluster. Without --ids-follow-ranks:
+    they form a new MPI world whose ranks start at 0 again, ids the cluster already used,
+    so they take the next free ids (each engine's rank is still in its engine info)."""
+    return [word for word in argv if word != "--ids-follow-ranks"]
+
+
 def child_env(extra=None):
     """The environment of launched processes: ours, unbuffered, importing this hpclaunch."""
     env = dict(os.environ)
@@ -224,11 +231,13 @@ class ClusterLauncher:
         if self.state.engine_argv is None:
             argv = self.engine_argv()
             self.state.update(lambda state: setattr(state, "engine_argv", argv))
+        else:
+            argv = added_engine_argv(self.engine_argv())
         if self.allocation is not None:
-            self.fanouts.start(n, self.allocation.fanout_for(self.profile))
+            self.fanouts.start(n, self.allocation.fanout_for(self.profile), argv)
             return []
         if self.submits_jobs:
-            self.jobs.submit(n)
+            self.jobs.submit(n, argv)
             return []
         logs_dir = paths.logs_dir(self.profile_dir)
         first = _next_engine_index(self.state.engines, logs_dir, self.state.started)
@@ -239,7 +248,7 @@ class ClusterLauncher:
             self.state.update(lambda state: _add_engine(state, engine))
 
         roles = [f"engine-{k}" for k in range(first, first + n)]
-        self.system.start_engines(self.engine_argv(), roles, logs_dir, self.env, record,
+        self.system.start_engines(argv, roles, logs_dir, self.env, record,
                                   list(self.state.engines))
         return started
 
