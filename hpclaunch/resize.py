@@ -101,6 +101,7 @@ def add_engines(cluster, rc, n, timeout=None, on_progress=None, on_jobs=None,
     state.refresh()
     before_ids = frozenset(rc.ids)
     old_records = {(r.pid, r.create_time) for r in state.engines}
+    old_records |= {(f.process.pid, f.process.create_time) for f in state.fanouts}
     old_jobs = {j.job_id for j in state.jobs}
     try:
         launcher.start_engines(n)
@@ -124,9 +125,15 @@ def _new_records(launcher, old_records):
 
 
 def _undo_add(launcher, old_records, old_jobs):
-    """Stop what a failed add started; a note when something could not be undone."""
+    """Stop what a failed add started (engine processes, fan-outs, jobs); a note when
+    something could not be undone. ``old_records``: (pid, create time) of the processes
+    and fan-outs there were before."""
     notes = []
     leftovers = launcher.forget_engines(_new_records(launcher, old_records))
+    new_fanouts = [f for f in launcher.state.fanouts
+                   if (f.process.pid, f.process.create_time) not in old_records]
+    if new_fanouts:  # inside a batch job: the srun/mpiexec this add started
+        leftovers += launcher.fanouts.forget(new_fanouts)
     if leftovers:
         notes.append(f"engine processes {sorted(p.pid for p in leftovers)} survived SIGKILL")
     new_jobs = {j.job_id for j in launcher.state.jobs if j.job_id not in old_jobs}

@@ -154,3 +154,31 @@ def test_in_job_mpiexec_fanout_runs_the_driver(mpich, tmp_path):  # noqa: F811
     assert "driver: 3 engines, 3 processes, 465" in result.stdout
     assert not os.path.exists(state_file(pdir))
     assert processes_under(pdir) == []
+
+
+@pytest.mark.mpi
+def test_a_failed_add_inside_a_job_stops_the_fanout_it_started(mpich, monkeypatch):  # noqa: F811
+    """Inside a job, ``engines add`` starts a second mpiexec fan-out; when the add fails (here:
+    no time to register), that fan-out and its engines are stopped and leave the state."""
+    import hpclaunch as hl
+    from hpclaunch.launch import ClusterState
+    from hpclaunch.launch.allocation import Allocation
+
+    name = "injob-undo"
+    pdir = make_profile(name, "lsf")
+    monkeypatch.setenv("PATH", os.path.join(mpich, "bin") + os.pathsep + os.environ["PATH"])
+    cluster = hl.Cluster(n=2, profile=name, allocation=Allocation("lsf", "4242", 2, "test"))
+    rc = cluster.start_and_connect_sync()
+    try:
+        (first,) = ClusterState.load(pdir).fanouts
+        before = {p.pid for p in processes_under(pdir)}
+        with pytest.raises(LaunchError, match="only 0 of 2 engines registered"):
+            cluster.add_engines_sync(2, rc=rc, timeout=0.01)
+        state = ClusterState.load(pdir)
+        assert [f.process.pid for f in state.fanouts] == [first.process.pid] and state.n == 2
+        left = [p for p in processes_under(pdir) if p.pid not in before]
+        assert left == [], f"the second fan-out's processes survived the undo: {left}"
+        assert rc[:].apply_sync(lambda: "still two") == ["still two"] * len(rc.ids)
+    finally:
+        cluster.stop_cluster_sync()
+    assert processes_under(pdir) == []

@@ -100,6 +100,20 @@ class FanoutEngines:
         log.info("%s (pid %d) starts %d engines; output in %s", fanout, process.pid, n, log_path)
         return record
 
+    def forget(self, records, grace=5.0):
+        """End these fan-outs (srun/mpiexec take their engines with them) and drop them
+        from the state; returns the processes that survived SIGKILL."""
+        launcher = self.launcher
+        leftovers = launcher.system.stop([r.process for r in records], grace=grace)
+        gone = {(r.process.pid, r.process.create_time) for r in records}
+
+        def forget(state):
+            state.fanouts = [f for f in state.fanouts
+                             if (f.process.pid, f.process.create_time) not in gone]
+            state.recount()
+        launcher.state.update(forget)
+        return leftovers
+
     def engines_possible(self):
         """Engines the fan-outs still running may yet bring up."""
         return sum(f.engines for f in self.records
