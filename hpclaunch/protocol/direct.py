@@ -14,6 +14,7 @@ kept, so a 100 MB push or pull crosses the network once. Control requests, load-
 tasks and everything of a tunnelled client still go through the controller.
 """
 
+from .chunks import total_nbytes
 from .session import N_FIXED
 
 #: Buffer bytes of one message the controller's copy still carries (above: JSON frames only).
@@ -30,7 +31,7 @@ def copy_for_controller(frames):
     """The frames of a direct request or reply, as the controller's copy: ``frames`` is
     ``[DELIM, sig, header, parent, metadata, content, *buffers]``."""
     buffers = frames[N_FIXED + 1:]
-    if buffers and sum(len(b) for b in buffers) > COPY_LIMIT:
+    if buffers and total_nbytes(buffers) > COPY_LIMIT:  # (bytes, whatever a view's format)
         return frames[:N_FIXED + 1]
     return frames
 
