@@ -11,6 +11,7 @@ import zmq
 import hpclaunch as hl
 from hpclaunch import error
 from hpclaunch.client.direct import DirectLane, direct_url
+from hpclaunch.engine.direct import address_towards
 from hpclaunch.protocol import Session, paths, read_connection_file
 from hpclaunch.protocol.direct import COPY_LIMIT
 from conftest import wait_until
@@ -99,20 +100,9 @@ def test_direct_lane_is_encrypted_with_the_cluster(start_cluster):
     assert rc[:].apply_sync(lambda: "still serving") == ["still serving"]
 
 
-def _routable_address():
-    """This host's address on its default route, or None (a host with loopback only)."""
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.connect(("198.51.100.1", 9))  # TEST-NET-2: routed, never reached
-            address = probe.getsockname()[0]
-    except OSError:
-        return None
-    return None if address.startswith("127.") else address
-
-
 def test_beyond_loopback_the_engine_listens_where_it_reaches_the_controller(start_cluster):
-    address = _routable_address()
-    if address is None:
+    address = address_towards("198.51.100.1")  # TEST-NET-2: routed, never reached
+    if address.startswith("127."):
         pytest.skip("this host has no address beyond loopback")
     cluster, rc = start_cluster(n=1, controller_ip="0.0.0.0",
                                 controller_args=["--location", address])

@@ -16,7 +16,7 @@ import time
 import zmq
 
 from ..protocol import send_frames
-from ..protocol.direct import direct_identity
+from ..protocol.direct import direct_identity, url_host
 
 #: How long the first send to newly connected engines may wait for their handshakes.
 CONNECT_TIMEOUT = 2.0
@@ -30,7 +30,7 @@ def direct_url(info):
     url = direct.get("url") if isinstance(direct, dict) else None
     if not isinstance(url, str) or not url.startswith("tcp://"):
         return None
-    host = url[len("tcp://"):].rsplit(":", 1)[0].strip("[]")
+    host = url_host(url)
     try:
         loopback = ipaddress.ip_address(host).is_loopback
     except ValueError:

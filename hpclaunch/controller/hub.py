@@ -16,6 +16,7 @@ import zmq
 from ..error import ProtocolError, SignatureError
 from ..protocol.ratelimit import RateLimitedLog
 from ..protocol import DELIM, HEARTBEAT, N_FIXED, has_message, json_frame, recv_frames, send_frames, split_idents
+from ..protocol.chunks import total_nbytes
 from ..protocol.direct import COPY_LIMIT, buffers_left_out
 from . import queries
 from .drain import (DepartedEngines, draining_error, leaving_reason, parse_drain_request,
@@ -318,7 +319,7 @@ class Hub:
         rec.outstanding[msg.msg_id] = msg.header
         early = self._early.pop(msg.msg_id, None)
         if early is not None:
-            self._early_bytes -= _nbytes(early.frames)
+            self._early_bytes -= total_nbytes(early.frames)
             self._engine_reply(early)
 
     def send_to_engine(self, rec, msg, balanced=False):
@@ -366,10 +367,10 @@ class Hub:
     def _hold_early(self, msg_id, msg):
         msg.frames = detach(msg.frames)
         self._early[msg_id] = msg
-        self._early_bytes += _nbytes(msg.frames)
+        self._early_bytes += total_nbytes(msg.frames)
         while len(self._early) > EARLY_REPLIES or self._early_bytes > EARLY_BYTES:
             _, dropped = self._early.popitem(last=False)
-            self._early_bytes -= _nbytes(dropped.frames)
+            self._early_bytes -= total_nbytes(dropped.frames)
 
     def _not_kept(self, msg):
         """What ``get_result`` from another client finds for a direct-lane result too big to
@@ -398,7 +399,3 @@ class Hub:
                                   ident=rec.ident)
         self.notify("shutdown_notification", {})
         self.stopping = True
-
-
-def _nbytes(frames):
-    return sum(len(f) for f in frames)

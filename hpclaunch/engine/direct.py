@@ -13,11 +13,7 @@ import socket
 import zmq
 
 from ..protocol import listens_beyond_loopback
-from ..protocol.direct import direct_identity
-
-
-def _controller_host(url):
-    return url.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+from ..protocol.direct import direct_identity, url_host
 
 
 def address_towards(host):
@@ -33,7 +29,7 @@ def address_towards(host):
 
 def bind_direct_port(context, controller_url, curve, engine_uuid):
     """A bound ROUTER and what the engine announces of it: ``{"url", "curve_public"}``."""
-    host = _controller_host(controller_url)
+    host = url_host(controller_url)
     ip = "127.0.0.1" if not listens_beyond_loopback(host) else address_towards(host)
     sock = context.socket(zmq.ROUTER)
     for opt, value in ((zmq.SNDHWM, 0), (zmq.RCVHWM, 0), (zmq.LINGER, 1000),

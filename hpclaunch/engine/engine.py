@@ -352,7 +352,8 @@ class Engine:
         metadata["direct"] = True
         _, frames = self.session.pack(reply_type(msg.msg_type), content, msg, metadata, buffers)
         send_frames(self.direct, [*msg.idents, *frames])
-        send_frames(self.main, copy_for_controller(frames))
+        if msg.msg_type in WORK_REQUESTS:  # the controller books work, not refusals of the rest
+            send_frames(self.main, copy_for_controller(frames))
 
     def _publish(self, msg_type, content, parent):
         """Send on iopub from any thread (user threads print too)."""

@@ -21,6 +21,11 @@ from .session import N_FIXED
 COPY_LIMIT = 1 << 20
 
 
+def url_host(url):
+    """The host of a ``tcp://host:port`` URL (an IPv6 address without its brackets)."""
+    return url.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+
+
 def direct_identity(engine_uuid):
     """The routing id an engine's direct port announces in its handshake; clients address
     the engine by it (they know its uuid from the engine list)."""
