@@ -31,6 +31,8 @@ METRICS = [
     ("latency: round trip p99 (us)", ("latency", "p99_us"), "{:.0f}"),
     ("bandwidth: push (MB/s)", ("bandwidth", "push_MBps"), "{:.0f}"),
     ("bandwidth: pull (MB/s)", ("bandwidth", "pull_MBps"), "{:.0f}"),
+    ("bandwidth: push, malloc on huge pages (MB/s)", ("bandwidth_huge_pages", "push_MBps"), "{:.0f}"),
+    ("bandwidth: pull, malloc on huge pages (MB/s)", ("bandwidth_huge_pages", "pull_MBps"), "{:.0f}"),
     ("bandwidth: push, dask direct=True (MB/s)", ("bandwidth", "modes", "direct", "push_MBps"), "{:.0f}"),
     ("bandwidth: pull, dask direct=True (MB/s)", ("bandwidth", "modes", "direct", "pull_MBps"), "{:.0f}"),
     ("zmq: echo msgs/s (1000 in flight)", ("throughput", "msgs_per_s"), "{:.0f}"),
@@ -49,6 +51,10 @@ RATIOS = [
      ("zmq", ("bandwidth", "push_MBps"))),
     ("hpclaunch pull / zmq pull", ("hpclaunch", ("bandwidth", "pull_MBps")),
      ("zmq", ("bandwidth", "pull_MBps"))),
+    ("hpclaunch push / zmq push on huge pages", ("hpclaunch", ("bandwidth", "push_MBps")),
+     ("zmq", ("bandwidth_huge_pages", "push_MBps"))),
+    ("hpclaunch pull / zmq pull on huge pages", ("hpclaunch", ("bandwidth", "pull_MBps")),
+     ("zmq", ("bandwidth_huge_pages", "pull_MBps"))),
 ]
 
 PEER_ORDER = ["zmq", "hpclaunch", "ipp", "dask", "pool", "parsl"]

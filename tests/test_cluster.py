@@ -17,6 +17,7 @@ from hpclaunch.launch import (
     EnginesStartError,
     state_file,
 )
+from hpclaunch.launch.launcher import child_env
 from hpclaunch.protocol import SIGNATURE_SCHEME, new_key, paths, write_connection_file
 
 from conftest import FAST_HEARTBEAT, alive, wait_until
@@ -28,6 +29,48 @@ def test_module_cluster_has_four_engines_running_in_the_launched_processes(local
     pids = rc[:].apply_sync(os.getpid)
     assert sorted(pids) == sorted(local_cluster.engine_pids)
     assert local_cluster.url.startswith("tcp://127.0.0.1:")
+
+
+def _thp_mode():
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return re.search(r"\[(\w+)\]", f.read()).group(1)
+    except OSError:
+        return "absent"
+
+
+def test_engines_malloc_on_huge_pages(local_cluster, rc):
+    """Launched processes get glibc's huge-page tunable; where THP is on request (madvise, the
+    Debian default) an engine's big buffers then really are on 2 MiB pages."""
+    tunables = rc[0].apply_sync(lambda: __import__("os").environ.get("GLIBC_TUNABLES"))
+    assert "glibc.malloc.hugetlb=1" in tunables.split(":")
+    if _thp_mode() != "madvise":
+        pytest.skip(f"transparent huge pages are {_thp_mode()!r} here, not 'madvise'")
+
+    def huge_pages_after_touching_64_mib():
+        """On an engine: kB of anonymous huge pages this process holds once 64 MiB are written."""
+        import re
+
+        def anon_huge_kb():
+            with open("/proc/self/smaps_rollup") as f:
+                return int(re.search(r"AnonHugePages:\s+(\d+) kB", f.read()).group(1))
+
+        before = anon_huge_kb()
+        block = b"\1" * (64 << 20)  # malloc'd (an mmap at this size) and written
+        grown = anon_huge_kb() - before
+        del block
+        return grown
+
+    assert rc[0].apply_sync(huge_pages_after_touching_64_mib) >= 32 * 1024
+
+
+def test_huge_pages_keep_the_users_own_glibc_tunables(monkeypatch):
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=2")
+    assert child_env()["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=0")
+    assert child_env()["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=0"
+    assert child_env({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=2"})["GLIBC_TUNABLES"] == \
+        "glibc.malloc.hugetlb=2"
 
 
 def test_status_reports_every_engine_idle_with_its_done_tasks(local_cluster, rc):

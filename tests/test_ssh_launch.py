@@ -83,6 +83,8 @@ def test_start_map_status_stop_over_ssh(sshd, tmp_path):
             assert len(rc.ids) == 4
             assert rc[:].map_sync(square, range(20)) == [x * x for x in range(20)]
             assert sorted(rc[:].apply_sync(os.getpid)) == sorted(pids)
+            tunables = rc[:].apply_sync(lambda: __import__("os").environ.get("GLIBC_TUNABLES"))
+            assert tunables == ["glibc.malloc.hugetlb=1"] * 4, "sshd sessions start bare"
 
         status = hpclaunch("status", "--profile", name)
         assert status.returncode == 0, status.stderr
@@ -269,8 +271,8 @@ def test_render_shows_the_ssh_fanout(system, nodes, tmp_path, monkeypatch):
 def test_ssh_fanout_script_starts_engines_per_node(tmp_path):
     """Run the rendered fan-out with `ssh` and `scontrol` replaced by tiny scripts that log
     their arguments (and run the remote command locally in a bare environment, as sshd
-    would), to check the node split, the remote quoting and that the job's drain time
-    reaches the engines on the nodes, without a cluster."""
+    would), to check the node split, the remote quoting and that the job's drain time and
+    the huge-pages setting reach the engines on the nodes, without a cluster."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "scontrol").write_text("#!/bin/sh\nprintf 'n1\\nn2\\nn3\\n'\n")
@@ -283,7 +285,7 @@ def test_ssh_fanout_script_starts_engines_per_node(tmp_path):
     for tool in ("scontrol", "ssh"):
         os.chmod(bin_dir / tool, 0o755)
     profile = Profile(system="slurm", fanout="ssh", env_setup=["echo \"it's set up\""])
-    argv = ["sh", "-c", f'echo "engine $*" >> {tmp_path}/engines', "engine"]
+    argv = ["sh", "-c", f'echo "engine $GLIBC_TUNABLES $*" >> {tmp_path}/engines', "engine"]
     [job] = plan_jobs(profile, 5, str(tmp_path), argv)
     began = time.time()
     script = tmp_path / "job.sh"
@@ -298,8 +300,9 @@ def test_ssh_fanout_script_starts_engines_per_node(tmp_path):
     assert len(engines) == 5
     drain_at = began + parse_walltime(profile.walltime) - profile.drain_margin_seconds()
     for line in engines:
-        flag, value = line.split()[1:]
+        tunables, flag, value = line.split()[1:]
         assert flag == "--drain-at" and abs(int(value) - drain_at) < 30, line
+        assert tunables == "glibc.malloc.hugetlb=1", "the nodes' bare shells get huge pages"
     assert "2 engine(s) on n1" in done.stdout and "1 engine(s) on n3" in done.stdout
     assert done.stdout.count("it's set up") == 4, "once in the job, once per node"
 

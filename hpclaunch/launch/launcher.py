@@ -25,6 +25,7 @@ from .errors import (
 )
 from .fanout import FanoutEngines
 from .guards import is_controller, start_lock
+from .hugepages import with_huge_pages
 from .jobengines import JobEngines
 from .profile import load_profile
 from .processes import tail, wait_for_exit
@@ -45,13 +46,14 @@ def added_engine_argv(argv):
 
 
 def child_env(extra=None):
-    """The environment of launched processes: ours, unbuffered, importing this hpclaunch."""
+    """The environment of launched processes: ours, unbuffered, importing this hpclaunch,
+    with malloc on huge pages (hugepages.py)."""
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
     source_root = os.path.dirname(os.path.dirname(os.path.abspath(hpclaunch.__file__)))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (source_root, env.get("PYTHONPATH")) if p)
     env.update(extra or {})
-    return env
+    return with_huge_pages(env)
 
 
 def level_name(level):

@@ -15,6 +15,7 @@ import jinja2
 
 from ..protocol import paths
 from .datafiles import find_data_dir, require_data_dir
+from .hugepages import SHELL_LINE as HUGE_PAGES_SHELL_LINE
 from .profile import ProfileError, parse_memory, parse_walltime
 from .scheduler import dialect, submit_shell
 from .sshcmd import ssh_command
@@ -118,7 +119,8 @@ def job_context(profile, kind, engines, array, output, engine_argv, total, index
         memory_per_node=kind.format_memory(memory * per_node) if memory and per_node else None,
         engine_command=shlex.join(engine_argv),
         mpiexec_command=shlex.join(kind.mpiexec_argv(profile, engines)),
-        ssh_command=ssh_command(profile), node_list_command=kind.node_list_command)
+        ssh_command=ssh_command(profile), node_list_command=kind.node_list_command,
+        huge_pages_line=HUGE_PAGES_SHELL_LINE)
     return context
 
 

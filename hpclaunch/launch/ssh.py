@@ -22,6 +22,7 @@ from ..protocol import paths
 from . import sshcmd
 from .base import register
 from .local import LocalSystem
+from .hugepages import SHELL_LINE as HUGE_PAGES_SHELL_LINE
 from .processes import ProcessRecord
 from .profile import ProfileError
 
@@ -33,12 +34,14 @@ POLL_TTL = 1.0
 PARALLEL_HOSTS = 16
 
 #: Start this host's engines, one per log path in "$@"; print each pid. ``{setup}`` is the
-#: profile's env_setup, ``{engine}`` the engine command. setsid makes each engine a process
+#: profile's env_setup, ``{engine}`` the engine command; malloc goes on huge pages
+#: (hugepages.py) unless env_setup chose otherwise. setsid makes each engine a process
 #: group leader, so stop also ends whatever the engine started.
 START_SCRIPT = """\
 cd || exit 1
 {setup}
 export PYTHONUNBUFFERED=1
+""" + HUGE_PAGES_SHELL_LINE.replace("{", "{{").replace("}", "}}") + """
 if command -v setsid >/dev/null 2>&1; then detach=setsid; else detach=; fi
 for log in "$@"; do
     nohup $detach {engine} </dev/null >"$log" 2>&1 &
