@@ -21,8 +21,8 @@ import time
 from ..protocol import paths
 from . import sshcmd
 from .base import register
-from .local import LocalSystem
 from .hugepages import SHELL_LINE as HUGE_PAGES_SHELL_LINE
+from .local import LocalSystem
 from .processes import ProcessRecord
 from .profile import ProfileError
 
