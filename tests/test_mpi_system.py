@@ -54,6 +54,9 @@ def check_ranks_and_allreduce(name):
         assert rc.ids == list(range(N)), "ids_follow_ranks: engine id = MPI rank"
         assert rc[:].apply_sync(mpi_identity) == [(eid, N) for eid in range(N)]
         assert rc[:].apply_sync(allreduce_of_ranks) == [N * (N - 1) // 2] * N == [6] * N
+        tunables = rc[:].apply_sync(lambda: __import__("os").environ.get("GLIBC_TUNABLES", ""))
+        assert all("glibc.malloc.hugetlb=1" in t.split(":") for t in tunables), \
+            "mpiexec passes our environment to every rank, huge pages included"
     finally:
         rc.close()
 

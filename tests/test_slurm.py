@@ -50,6 +50,9 @@ def run_map(name, n):
         squares = rc[:].map_sync(lambda x: x * x, range(4 * n))
         assert squares == [x * x for x in range(4 * n)]
         jobs = set(rc[:].apply_sync(lambda: __import__("os").environ.get("SLURM_JOB_ID")))
+        tunables = rc[:].apply_sync(lambda: __import__("os").environ.get("GLIBC_TUNABLES", ""))
+        assert all("glibc.malloc.hugetlb=1" in t.split(":") for t in tunables), \
+            "sbatch passes the submitting environment, huge pages included"
         return jobs
     finally:
         rc.close()
