@@ -122,9 +122,9 @@ class IOThread(threading.Thread):
         """Read what arrived on the user threads' sockets (taking their lock briefly)."""
         batch = []
         with self._send_lock:
+            if any(sock.closed for sock in self._send_sockets):  # closed together, by close()
+                return
             for sock in self._send_sockets:
-                if sock.closed:
-                    return
                 while has_message(sock):
                     batch.append(recv_frames(sock, block=False))
         for frames in batch:

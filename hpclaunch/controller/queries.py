@@ -5,8 +5,8 @@ registry and the task DB and change nothing but purged records.
 """
 
 from ..protocol import json_frame
-from .dbquery import compile_query, project
 from ..protocol.direct import COPY_LIMIT
+from .dbquery import compile_query, project
 from .replies import error
 
 

@@ -41,8 +41,9 @@ def bind_direct_port(context, controller_url, curve, engine_uuid):
         sock.curve_server = True
         sock.curve_secretkey = secret
         public = public.decode("ascii")
-    bind_ip = f"[{ip}]" if ipaddress.ip_address(ip).version == 6 else ip
+    bind_ip = ip
     if ipaddress.ip_address(ip).version == 6:
+        bind_ip = f"[{ip}]"
         sock.setsockopt(zmq.IPV6, 1)
     port = sock.bind_to_random_port(f"tcp://{bind_ip}")
     return sock, {"url": f"tcp://{bind_ip}:{port}", "curve_public": public}

@@ -34,14 +34,14 @@ POLL_TTL = 1.0
 PARALLEL_HOSTS = 16
 
 #: Start this host's engines, one per log path in "$@"; print each pid. ``{setup}`` is the
-#: profile's env_setup, ``{engine}`` the engine command; malloc goes on huge pages
-#: (hugepages.py) unless env_setup chose otherwise. setsid makes each engine a process
-#: group leader, so stop also ends whatever the engine started.
+#: profile's env_setup, ``{engine}`` the engine command, ``{huge_pages}`` the line that
+#: puts malloc on huge pages (hugepages.py) unless env_setup chose otherwise. setsid makes
+#: each engine a process group leader, so stop also ends whatever the engine started.
 START_SCRIPT = """\
 cd || exit 1
 {setup}
 export PYTHONUNBUFFERED=1
-""" + HUGE_PAGES_SHELL_LINE.replace("{", "{{").replace("}", "}}") + """
+{huge_pages}
 if command -v setsid >/dev/null 2>&1; then detach=setsid; else detach=; fi
 for log in "$@"; do
     nohup $detach {engine} </dev/null >"$log" 2>&1 &
@@ -171,7 +171,7 @@ class SshSystem(LocalSystem):
         """The HostStarts that start one engine per role (log ``<logs_dir>/<role>.log``)."""
         argv = self._engine_argv_there(argv)
         script = START_SCRIPT.format(setup="\n".join(self.profile.env_setup),
-                                     engine=shlex.join(argv))
+                                     engine=shlex.join(argv), huge_pages=HUGE_PAGES_SHELL_LINE)
         remaining, planned = list(roles), []
         for host, count in plan_hosts(self.profile.hosts, len(roles),
                                       self.profile.engines_per_node, existing):
