@@ -1,4 +1,4 @@
-"""The signature rule of docs/protocol.md: one pass for small messages, chunk digests for large.
+"""The signature rule of docs/protocol.md: one HMAC pass for small messages, Poly1305 for large.
 
 The expected signatures are recomputed here from hmac/hashlib and the documented rule, so a
 change of the rule on one side only (sender or receiver) cannot pass unnoticed.
@@ -6,7 +6,6 @@ change of the rule on one side only (sender or receiver) cannot pass unnoticed.
 
 import hashlib
 import hmac
-import multiprocessing
 import os
 import struct
 import subprocess
@@ -15,6 +14,7 @@ import sys
 import numpy as np
 import pytest
 import zmq
+from cryptography.hazmat.primitives.poly1305 import Poly1305
 
 from hpclaunch.error import SignatureError
 from hpclaunch.protocol import (
@@ -26,7 +26,7 @@ from hpclaunch.protocol import (
     send_frames,
     split_idents,
 )
-from hpclaunch.protocol.chunks import CHUNK, CHUNKED_MIN, buffer_digests
+from hpclaunch.protocol.bulk import BULK_MIN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEY = new_key()
@@ -43,15 +43,18 @@ def one_pass(frames):
     return (head + whole.hexdigest()).encode()
 
 
-def chunked(frames):
+def bulk_tag(frames):
+    """Poly1305 of the buffers (each with its 8-byte length) under the one-time key."""
+    one_time_key_key = hmac.new(KEY, b"hpclaunch one-time buffer keys v1", hashlib.sha256).digest()
+    one_time_key = hmac.new(one_time_key_key, b"".join(frames[:4]), hashlib.sha256).digest()
+    return Poly1305.generate_tag(one_time_key, b"".join(
+        struct.pack(">Q", len(bytes(f))) + bytes(f) for f in frames[4:]))
+
+
+def bulk(frames):
     head = hmac.new(KEY, b"".join(frames[:4]), hashlib.sha256).hexdigest()
-    chunked_key = hmac.new(KEY, b"hpclaunch chunked buffers v1", hashlib.sha256).digest()
-    mac = hmac.new(chunked_key, b"".join(frames[:4]), hashlib.sha256)
-    for buf in frames[4:]:
-        data = bytes(buf)
-        mac.update(struct.pack(">Q", len(data)))
-        for i in range(0, len(data), CHUNK):
-            mac.update(hashlib.sha256(data[i:i + CHUNK]).digest())
+    mac_key = hmac.new(KEY, b"hpclaunch bulk buffers v1", hashlib.sha256).digest()
+    mac = hmac.new(mac_key, b"".join(frames[:4]) + bulk_tag(frames), hashlib.sha256)
     return (head + mac.hexdigest()).encode()
 
 
@@ -62,10 +65,10 @@ def pattern(n, seed):
 @pytest.mark.parametrize("sizes, rule", [
     ((), one_pass),
     ((200,), one_pass),
-    ((200, CHUNKED_MIN - 201), one_pass),          # one byte short of the threshold, together
-    ((200, CHUNKED_MIN - 200), chunked),           # exactly at it
-    ((CHUNKED_MIN + 1,), chunked),                 # a one-byte last chunk
-    ((3 * CHUNK, 0, 5), chunked),                  # whole chunks, an empty buffer, a tiny one
+    ((200, BULK_MIN - 201), one_pass),          # one byte short of the threshold, together
+    ((200, BULK_MIN - 200), bulk),              # exactly at it
+    ((BULK_MIN + 1,), bulk),
+    ((3 * BULK_MIN, 0, 5), bulk),               # an empty buffer, a tiny one
 ])
 def test_signature_follows_the_documented_rule_on_both_sides_of_the_threshold(sizes, rule):
     frames = JSON + [pattern(n, i) for i, n in enumerate(sizes)]
@@ -77,13 +80,14 @@ def test_signature_follows_the_documented_rule_on_both_sides_of_the_threshold(si
 
 
 def test_a_memoryview_of_floats_signs_as_its_bytes():
-    array = np.arange(CHUNKED_MIN // 8 + 3, dtype=np.float64)
+    array = np.arange(BULK_MIN // 8 + 3, dtype=np.float64)
     as_view, as_bytes = JSON + [memoryview(array)], JSON + [array.tobytes()]
-    assert Session(KEY).sign(as_view) == Session(KEY).sign(as_bytes) == chunked(as_bytes)
+    assert Session(KEY).sign(as_view) == Session(KEY).sign(as_bytes) == bulk(as_bytes)
 
 
 def big_message():
-    buffers = [pattern(200, 1), pattern(CHUNK + 1000, 2), pattern(2 * CHUNK + 17, 3), pattern(CHUNK, 4)]
+    buffers = [pattern(200, 1), pattern(BULK_MIN + 1000, 2), pattern(2 * BULK_MIN + 17, 3),
+               pattern(BULK_MIN, 4)]
     frames = JSON + buffers
     return Session(KEY).sign(frames), frames
 
@@ -94,8 +98,8 @@ def refused(signature, frames):
     return True
 
 
-@pytest.mark.parametrize("buffer, offset", [(1, 0), (1, CHUNK - 1), (1, CHUNK), (2, 2 * CHUNK + 16),
-                                            (3, CHUNK // 2), (0, 199)])
+@pytest.mark.parametrize("buffer, offset", [(1, 0), (1, BULK_MIN - 1), (1, BULK_MIN),
+                                            (2, 2 * BULK_MIN + 16), (3, BULK_MIN // 2), (0, 199)])
 def test_changing_any_byte_of_a_large_message_fails(buffer, offset):
     signature, frames = big_message()
     tampered = bytearray(frames[4 + buffer])
@@ -127,13 +131,20 @@ def test_reordering_or_dropping_buffers_fails(message):
     assert refused(signature, frames + [b""])
 
 
-def test_a_large_message_signature_does_not_sign_a_small_message_made_of_its_digests():
-    """A small message whose one buffer is the large one's digest list would hash the same
-    bytes in the one-pass form; the chunked form's own key keeps the two MACs apart."""
+def test_a_large_message_signature_does_not_sign_a_small_message_made_of_its_tag():
+    """A small message whose one buffer is the large one's Poly1305 tag would MAC nearly the
+    same bytes in the one-pass form; the large form's own key keeps the two MACs apart."""
     signature, frames = big_message()
-    forged = frames[:4] + [buffer_digests(frames[4:])]
-    assert len(forged[4]) < CHUNKED_MIN
+    forged = frames[:4] + [bulk_tag(frames)]
+    assert signature == bulk(frames) and len(forged[4]) < BULK_MIN
     assert refused(signature, forged)
+
+
+def test_the_same_buffers_under_another_header_get_another_tag():
+    """The one-time key comes from the JSON frames: two messages never share it."""
+    _, frames = big_message()
+    other = [json_frame({"msg_id": "m2", "msg_type": "push_request", "session": "s"})] + frames[1:]
+    assert bulk_tag(frames) != bulk_tag(other)
 
 
 def test_the_controller_check_covers_the_json_frames_of_a_large_message():
@@ -153,7 +164,7 @@ def test_a_large_message_verifies_from_received_frames():
     try:
         port = router.bind_to_random_port("tcp://127.0.0.1")
         dealer.connect(f"tcp://127.0.0.1:{port}")
-        array = np.random.default_rng(5).random(CHUNKED_MIN // 8 * 3)
+        array = np.random.default_rng(5).random(BULK_MIN // 8 * 3)
         sender, receiver = Session(KEY), Session(KEY)
         header = sender.send(dealer, "push_request", buffers=[b"pickle", memoryview(array)])
         msg = receiver.unpack(recv_frames(router))
@@ -176,30 +187,12 @@ def resent_with_a_changed_byte(dealer, router, msg):
     return recv_frames(router)
 
 
-def test_no_hashing_thread_until_a_large_message_is_signed():
-    code = ("import threading; from hpclaunch.protocol import Session, json_frame\n"
+def test_cryptography_is_imported_only_for_a_large_message():
+    """It costs an idle engine ~7 MB of its ~27."""
+    code = ("import sys; from hpclaunch.protocol import Session, json_frame\n"
             "s = Session(b'k'); f = [json_frame({})] * 4\n"
-            "s.sign(f + [b'x' * 1000000]); print(threading.active_count())\n"
-            "s.sign(f + [b'x' * 20000000]); print(threading.active_count())\n")
+            f"s.sign(f + [b'x' * {BULK_MIN - 1}]); print('cryptography' in sys.modules)\n"
+            f"s.sign(f + [b'x' * {BULK_MIN}]); print('cryptography' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=ROOT).stdout.split()
-    assert out == ["1", "3"]
-
-
-def _sign_in_child(queue):
-    queue.put(Session(KEY).sign(JSON + [pattern(2 * CHUNKED_MIN, 9)]))
-
-
-def test_a_forked_child_signs_large_messages_with_its_own_threads():
-    expected = Session(KEY).sign(JSON + [pattern(2 * CHUNKED_MIN, 9)])  # the parent's pool exists
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    child = ctx.Process(target=_sign_in_child, args=(queue,))
-    child.start()
-    try:
-        assert queue.get(timeout=30) == expected
-    finally:
-        child.join(10)
-        if child.is_alive():
-            child.kill()
-    assert child.exitcode == 0
+    assert out == ["False", "True"]

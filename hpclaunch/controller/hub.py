@@ -16,7 +16,7 @@ import zmq
 from ..error import ProtocolError, SignatureError
 from ..protocol.ratelimit import RateLimitedLog
 from ..protocol import DELIM, HEARTBEAT, N_FIXED, has_message, json_frame, recv_frames, send_frames, split_idents
-from ..protocol.chunks import total_nbytes
+from ..protocol.bulk import total_nbytes
 from ..protocol.direct import COPY_LIMIT, buffers_left_out
 from . import queries
 from .drain import (DepartedEngines, draining_error, leaving_reason, parse_drain_request,

@@ -14,7 +14,7 @@ kept, so a 100 MB push or pull crosses the network once. Control requests, load-
 tasks and everything of a tunnelled client still go through the controller.
 """
 
-from .chunks import total_nbytes
+from .bulk import total_nbytes
 from .session import N_FIXED
 
 #: Buffer bytes of one message the controller's copy still carries (above: JSON frames only).

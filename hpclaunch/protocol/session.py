@@ -22,13 +22,21 @@ from json.encoder import c_make_encoder
 from json.encoder import encode_basestring_ascii as _esc
 
 from ..error import ProtocolError, SignatureError
-from .chunks import CHUNKED_MIN, buffer_digests, chunked_key, nbytes, total_nbytes
+from .bulk import (
+    BULK_MIN,
+    MAC_KEY_LABEL,
+    ONE_TIME_KEY_LABEL,
+    buffers_tag,
+    derived_key,
+    nbytes,
+    total_nbytes,
+)
 from .transport import send_frames
 
 DELIM = b"<IDS|MSG>"
 #: A buffer's length in the MAC (8 bytes, big-endian): it pins every frame boundary.
 _LENGTH = struct.Struct(">Q")
-PROTOCOL_VERSION = "1.1"
+PROTOCOL_VERSION = "1.2"
 SIGNATURE_SCHEME = "hmac-sha256"
 #: Frames after the delimiter before buffers start: signature + 4 JSON dicts.
 N_FIXED = 5
@@ -181,7 +189,8 @@ class Session:
         # the C object under hmac's Python wrapper, where there is one: copy/update/hexdigest
         # without a Python frame each (a message makes ~7 such calls)
         self._mac = getattr(mac, "_hmac", None) or mac
-        self._chunked_mac = hmac.new(chunked_key(key), digestmod=hashlib.sha256)
+        self._one_time_key_mac = hmac.new(derived_key(key, ONE_TIME_KEY_LABEL), digestmod=hashlib.sha256)
+        self._bulk_mac = hmac.new(derived_key(key, MAC_KEY_LABEL), digestmod=hashlib.sha256)
         self.session = session or uuid.uuid4().hex
         self.username = username or os.environ.get("USER", "hpclaunch")
         self._counter = itertools.count(1)   # next() is atomic: threads may share a Session
@@ -222,13 +231,12 @@ class Session:
         reads those frames, never the buffers); engines and clients, which unpickle
         buffers, check both. The second MAC covers every byte of every buffer:
 
-        - buffers under ``chunks.CHUNKED_MIN`` bytes together: the HMAC of the JSON frames
-          followed by, for each buffer, its length (8 bytes, big-endian) and its bytes (one
-          pass, on this thread: small messages pay no hop);
-        - larger: the HMAC, keyed with ``chunks.chunked_key(key)``, of the JSON frames
-          followed by ``chunks.buffer_digests(buffers)`` (per buffer its length and the
-          SHA-256 of each 4 MiB chunk), the chunks hashed on two threads: a 100 MB push is
-          signed in about half the time."""
+        - buffers under ``bulk.BULK_MIN`` bytes together: the HMAC of the JSON frames
+          followed by, for each buffer, its length (8 bytes, big-endian) and its bytes;
+        - larger: the HMAC, under a key of its own, of the JSON frames followed by the
+          Poly1305 tag of the buffers (``bulk.buffers_tag``) under a one-time key, the HMAC
+          of the JSON frames under a third key. Poly1305 is ~8x faster than SHA-256: a
+          100 MB push is signed in ~8 ms instead of ~60."""
         h = self._mac.copy()
         for f in frames[:4]:
             h.update(f)
@@ -236,11 +244,13 @@ class Session:
             return h.hexdigest().encode("ascii")
         head = h.hexdigest()
         buffers = frames[4:]
-        if total_nbytes(buffers) >= CHUNKED_MIN:
-            h = self._chunked_mac.copy()
+        if total_nbytes(buffers) >= BULK_MIN:
+            one_time = self._one_time_key_mac.copy()
+            h = self._bulk_mac.copy()
             for f in frames[:4]:
+                one_time.update(f)
                 h.update(f)
-            h.update(buffer_digests(buffers))
+            h.update(buffers_tag(one_time.digest(), buffers))
         else:
             for f in buffers:
                 h.update(_LENGTH.pack(nbytes(f)))
