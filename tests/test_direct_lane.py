@@ -1,7 +1,9 @@
 """The direct lane (protocol/direct.py): DirectView work goes client -> engine in one hop,
 and the controller still keeps the books from the copies both ends send it."""
 
+import os
 import socket
+import struct
 import time
 
 import numpy as np
@@ -14,6 +16,7 @@ from hpclaunch.client.direct import DirectLane, direct_url
 from hpclaunch.engine.direct import address_towards
 from hpclaunch.protocol import Session, paths, read_connection_file
 from hpclaunch.protocol.direct import COPY_LIMIT
+from hpclaunch.protocol.stream import PART, STREAM, STREAM_MIN
 from conftest import wait_until
 from standin import stand_in
 
@@ -110,6 +113,49 @@ def test_beyond_loopback_the_engine_listens_where_it_reaches_the_controller(star
     assert info["url"].startswith(f"tcp://{address}:") and info["curve_public"]
     ar = rc[:].apply_async(lambda: "over the network, encrypted")
     assert ar.get(10) == ["over the network, encrypted"] and ar.metadata[0]["direct"] is True
+
+
+def test_big_buffers_stream_both_ways_and_land_whole(start_cluster):
+    """Push and pull above STREAM_MIN go as part messages (protocol/stream.py); from two
+    engines at once, the client's lane gets two interleaved streams."""
+    cluster, rc = start_cluster(n=2)
+    rng = np.random.default_rng(3)
+    arrays = {eid: rng.random(STREAM_MIN // 8 * 2 + 3) for eid in rc.ids}
+    for eid, a in arrays.items():
+        ar = rc[eid].push({"big": a, "small": 1}, block=False)
+        ar.get(20)
+        assert ar.metadata["direct"] is True
+    rc[:].execute("total = float(big.sum())", block=True)
+    assert rc[:].pull("total", block=True) == [float(a.sum()) for a in arrays.values()]
+    pulled = rc[:].pull("big", block=True)
+    assert all(np.array_equal(p, arrays[eid]) for p, eid in zip(pulled, rc.ids))
+    pulled[0][0] = -1.0  # the client's own memory: writable
+    assert rc[rc.ids[0]].pull("big", block=True)[0] == arrays[rc.ids[0]][0]
+
+
+def test_engine_drops_bad_streams_on_the_direct_lane_and_serves_on(start_cluster):
+    cluster, rc = start_cluster(n=1)
+    eid = rc.ids[0]
+    raw = zmq.Context.instance().socket(zmq.DEALER)
+    try:
+        raw.setsockopt(zmq.LINGER, 5000)  # (every message must go out before close)
+        raw.connect(rc.engines[eid]["direct"]["url"])
+        raw.send_multipart([PART, b"no stream"])
+        raw.send_multipart([STREAM, b"not a layout"])
+        raw.send_multipart([STREAM, struct.pack(">QQ", 5, 65536)])
+        raw.send_multipart([PART, b"x" * 1000])
+        raw.send_multipart([b"<IDS|MSG>", b"", b"{}", b"{}", b"{}", b"{}"])  # before the rest came
+    finally:
+        raw.close()
+    logs = paths.logs_dir(cluster.profile_dir)
+
+    def reported():
+        text = "".join(open(os.path.join(logs, f)).read() for f in os.listdir(logs)
+                       if "engine" in f)
+        return all(r in text for r in ("dropped a part of no stream",
+                                       "dropped a stream with a bad layout", "dropped a message"))
+    wait_until(reported, what="the engine's log to report the three bad streams")
+    assert rc[eid].apply_sync(lambda: "alive") == "alive"
 
 
 def test_engine_refuses_control_and_bad_frames_on_the_direct_lane(start_cluster):

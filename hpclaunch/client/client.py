@@ -89,7 +89,8 @@ class Client(TaskRecords):
                                 on_frames=self._inbox.on_frames, on_tick=self._poll_hub,
                                 wants_tick=lambda: bool(self._inbox.hub_watch),
                                 send_sockets=self._send_sockets, send_lock=self._send_lock,
-                                curve=curve, sync_channel=self._sync)
+                                curve=curve, sync_channel=self._sync,
+                                streams={self._lane.socket: self._lane.streams} if direct else {})
             self._sync.wake_io = self._io.wake
         except BaseException:  # e.g. malformed Curve keys: leave no ssh process behind
             self._closed = True

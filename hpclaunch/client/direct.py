@@ -10,17 +10,20 @@ announce no direct port and every engine of a tunnelled client.
 """
 
 import ipaddress
+import logging
 import socket
 import time
 
 import zmq
 
-from ..protocol import send_frames
 from ..protocol.direct import direct_identity, url_host
+from ..protocol.ratelimit import RateLimitedLog
+from ..protocol.stream import Reassembler, send_message
 
 #: How long the first send to newly connected engines may wait for their handshakes.
 CONNECT_TIMEOUT = 2.0
 _HOSTNAME = socket.gethostname()
+_bad = RateLimitedLog(logging.getLogger("hpclaunch.client"))
 
 
 def direct_url(info):
@@ -57,6 +60,8 @@ class DirectLane:
         self._connected = {}     # engine id -> (url, the routing id its port announces)
         self._unreachable = set()
         self._deadline = 0.0     # handshakes of fresh connections may take until then
+        #: whoever reads ``socket`` passes what it reads through ``streams.feed`` (stream.py)
+        self.streams = Reassembler(_bad.warning)
 
     def usable(self, eid):
         """True if work for ``eid`` should go on this lane (connecting to it if new)."""
@@ -87,10 +92,10 @@ class DirectLane:
     def send(self, eid, frames):
         """Send ``[DELIM, ...]`` to engine ``eid``; False if it cannot be reached (it is
         then relay-only: the caller sends through the controller instead)."""
-        frames = [self._connected[eid][1], *frames]
+        idents = [self._connected[eid][1]]
         while True:
             try:
-                send_frames(self.socket, frames)
+                send_message(self.socket, idents, frames)
                 return True
             except zmq.ZMQError as e:
                 if e.errno != zmq.EHOSTUNREACH:

@@ -8,7 +8,7 @@ the periodic tick, or stop), so it can block in poll() without a timeout when id
 It also reads the user threads' sockets, under their lock: the ``send`` DEALER (the
 controller answers a rejected signature on the socket that sent the message, and a future
 must not hang on an answer nobody reads) and their DirectLane, where engines answer work
-sent on the direct lane. Only the sockets' file descriptors are polled (an OS call, not a
+sent on the direct lane (through the lane's Reassembler: big replies come in parts). Only the sockets' file descriptors are polled (an OS call, not a
 socket operation), so the two threads never use one socket at the same time.
 
 The SyncChannel (blocking calls read their own replies) is watched only while a caller
@@ -49,7 +49,7 @@ class IOThread(threading.Thread):
 
     def __init__(self, context, url, on_start, on_frames, on_tick=None, wants_tick=None,
                  tick_interval=0.5, send_sockets=(), send_lock=None, curve=None,
-                 sync_channel=None):
+                 sync_channel=None, streams=None):
         n = next(_thread_numbers)
         super().__init__(name=f"hpclaunch-client-io-{n}", daemon=True)
         self.recv_socket = dealer(context, url, curve)
@@ -64,6 +64,7 @@ class IOThread(threading.Thread):
         self._on_tick, self._wants_tick = on_tick, wants_tick or (lambda: False)
         self.tick_interval = tick_interval
         self._send_sockets, self._send_lock = list(send_sockets), send_lock
+        self._streams = streams or {}  # send socket -> its Reassembler (the direct lane's)
         self._sync = sync_channel  # watched only while it holds late replies (WATCHED)
         self.stopped = threading.Event()
 
@@ -125,8 +126,13 @@ class IOThread(threading.Thread):
             if any(sock.closed for sock in self._send_sockets):  # closed together, by close()
                 return
             for sock in self._send_sockets:
+                streams = self._streams.get(sock)
                 while has_message(sock):
-                    batch.append(recv_frames(sock, block=False))
+                    frames = recv_frames(sock, block=False)
+                    if streams is not None:
+                        frames = streams.feed(frames)
+                    if frames is not None:
+                        batch.append(frames)
         for frames in batch:
             try:
                 self._on_frames(frames)

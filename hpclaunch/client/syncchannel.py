@@ -65,9 +65,15 @@ class SyncChannel:
             self._give_back([m for m in msg_ids if m in self._pending])
 
     def _read(self, sock):
-        """Read every message waiting on ``sock``."""
+        """Read every message waiting on ``sock`` (the lane's through its Reassembler)."""
+        streams = self.lane.streams if self.lane is not None and sock is self.lane.socket else None
         while has_message(sock):
-            self._on_frames(recv_frames(sock, block=False))
+            frames = recv_frames(sock, block=False)
+            if streams is not None:
+                frames = streams.feed(frames)
+                if frames is None:
+                    continue
+            self._on_frames(frames)
 
     def _read_waiting(self):
         for sock in self.sockets:

@@ -17,6 +17,7 @@ import zmq
 from ..error import ProtocolError
 from ..protocol import Session, has_message, make_curve_client, recv_frames, send_frames, utcnow
 from ..protocol.direct import copy_for_controller
+from ..protocol.stream import Reassembler, send_message
 from .capture import captured_output
 from .direct import bind_direct_port
 from .drain import DrainSchedule, drain_time_text, refusal
@@ -65,6 +66,7 @@ class Engine:
         self.queue = collections.deque()
         self._abort_later = collections.OrderedDict()
         self.bad = RateLimitedLog(logger)
+        self._streams = Reassembler(self.bad.warning)  # of the direct lane
         self._iopub_lock = threading.Lock()
         self._stop_signal = None
         self._busy = False
@@ -230,6 +232,10 @@ class Engine:
     def _read(self, sock, direct=False):
         while has_message(sock):
             frames = recv_frames(sock, block=False)
+            if direct:
+                frames = self._streams.feed(frames)
+                if frames is None:
+                    continue
             msg = self._parse(frames)
             if msg is None:
                 continue
@@ -351,7 +357,7 @@ class Engine:
             return
         metadata["direct"] = True
         _, frames = self.session.pack(reply_type(msg.msg_type), content, msg, metadata, buffers)
-        send_frames(self.direct, [*msg.idents, *frames])
+        send_message(self.direct, msg.idents, frames)
         if msg.msg_type in WORK_REQUESTS:  # the controller books work, not refusals of the rest
             send_frames(self.main, copy_for_controller(frames))
 

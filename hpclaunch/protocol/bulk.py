@@ -51,13 +51,14 @@ def buffers_tag(one_time_key, buffers):
     big-endian) and its bytes: the lengths pin every frame boundary."""
     mac = _poly1305_class()(one_time_key)
     for buf in buffers:
-        view = _byte_view(buf)
+        view = byte_view(buf)
         mac.update(_LENGTH.pack(len(view)))
         mac.update(view)
     return mac.finalize()
 
 
-def _byte_view(buf):
+def byte_view(buf):
+    """A flat memoryview of ``buf``'s bytes, whatever its format."""
     view = memoryview(buf)
     return view if view.format == "B" and view.ndim == 1 else view.cast("B")
 
