@@ -8,8 +8,9 @@ the periodic tick, or stop), so it can block in poll() without a timeout when id
 It also reads the user threads' sockets, under their lock: the ``send`` DEALER (the
 controller answers a rejected signature on the socket that sent the message, and a future
 must not hang on an answer nobody reads) and their DirectLane, where engines answer work
-sent on the direct lane (through the lane's Reassembler: big replies come in parts). Only the sockets' file descriptors are polled (an OS call, not a
-socket operation), so the two threads never use one socket at the same time.
+sent on the direct lane (through the lane's Reassembler: big replies come in parts).
+Only the sockets' file descriptors are polled (an OS call, not a socket operation), so
+the two threads never use one socket at the same time.
 
 The SyncChannel (blocking calls read their own replies) is watched only while a caller
 left late replies on it; it is then the I/O thread's until none is missing.
