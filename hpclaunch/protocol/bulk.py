@@ -23,7 +23,8 @@ BULK_MIN = 256 * 1024
 ONE_TIME_KEY_LABEL = b"hpclaunch one-time buffer keys v1"
 MAC_KEY_LABEL = b"hpclaunch bulk buffers v1"
 
-_LENGTH = struct.Struct(">Q")
+#: A buffer's length in a MAC (8 bytes, big-endian): it pins every frame boundary.
+LENGTH = struct.Struct(">Q")
 #: Types whose len() is their size in bytes.
 _LEN_IS_SIZE = frozenset([bytes, bytearray, zmq.Frame])
 _poly1305 = None
@@ -52,7 +53,7 @@ def buffers_tag(one_time_key, buffers):
     mac = _poly1305_class()(one_time_key)
     for buf in buffers:
         view = byte_view(buf)
-        mac.update(_LENGTH.pack(len(view)))
+        mac.update(LENGTH.pack(len(view)))
         mac.update(view)
     return mac.finalize()
 

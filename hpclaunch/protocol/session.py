@@ -15,7 +15,6 @@ import hmac
 import itertools
 import json
 import os
-import struct
 import time
 import uuid
 from json.encoder import c_make_encoder
@@ -24,6 +23,7 @@ from json.encoder import encode_basestring_ascii as _esc
 from ..error import ProtocolError, SignatureError
 from .bulk import (
     BULK_MIN,
+    LENGTH,
     MAC_KEY_LABEL,
     ONE_TIME_KEY_LABEL,
     buffers_tag,
@@ -34,8 +34,6 @@ from .bulk import (
 from .transport import send_frames
 
 DELIM = b"<IDS|MSG>"
-#: A buffer's length in the MAC (8 bytes, big-endian): it pins every frame boundary.
-_LENGTH = struct.Struct(">Q")
 PROTOCOL_VERSION = "1.2"
 SIGNATURE_SCHEME = "hmac-sha256"
 #: Frames after the delimiter before buffers start: signature + 4 JSON dicts.
@@ -253,7 +251,7 @@ class Session:
             h.update(buffers_tag(one_time.digest(), buffers))
         else:
             for f in buffers:
-                h.update(_LENGTH.pack(nbytes(f)))
+                h.update(LENGTH.pack(nbytes(f)))
                 h.update(f)
         return (head + h.hexdigest()).encode("ascii")
 
