@@ -154,12 +154,19 @@ def test_engines_added_to_a_cluster_whose_ids_follow_ranks_take_the_next_ids(mpi
 
 @pytest.mark.mpi
 def test_dying_rank_is_reported_with_mpiexecs_output(mpich, tmp_path):  # noqa: F811
-    """A rank that dies after MPI_Init: hydra ends the run, start quotes what it said."""
+    """A rank that dies after MPI_Init: hydra ends the run, start quotes the job's output.
+
+    Whether hydra prints its BAD TERMINATION banner is a race (it does when it kills the
+    other ranks first, 4 runs in 6 here, and exits 3 silently otherwise), so the test
+    checks what the dying rank said and the status our job script reports.
+    """
     python = tmp_path / "python-rank1-dies"
     python.write_text(
         "#!/bin/sh\n"
         'if [ "$PMI_RANK" = 1 ]; then exec ' + os.path.join(mpich, "bin", "python")
-        + " -c 'from mpi4py import MPI; import os; os._exit(3)'; fi\n"
+        + " -c 'from mpi4py import MPI; import os, sys;"
+        + " sys.stderr.write(\"rank 1 gives up on purpose\\n\"); sys.stderr.flush();"
+        + " os._exit(3)'; fi\n"
         'exec ' + os.path.join(mpich, "bin", "python") + ' "$@"\n')
     python.chmod(0o755)
     name = "mpi-dying-rank"
@@ -168,8 +175,7 @@ def test_dying_rank_is_reported_with_mpiexecs_output(mpich, tmp_path):  # noqa: 
                        "--timeout", "60")
     assert result.returncode == 1
     assert "ended (FAILED) before its engines registered" in result.stderr, result.stderr
-    assert "BAD TERMINATION OF ONE OF YOUR APPLICATION PROCESSES" in result.stderr, \
-        result.stderr
+    assert "rank 1 gives up on purpose" in result.stderr, result.stderr
     assert os.path.join(pdir, "logs", "job-1-mpiexec.out") in result.stderr
     assert "hpclaunch: mpiexec exited with status" in result.stderr
     assert processes_under(pdir) == []
