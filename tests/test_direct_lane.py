@@ -14,7 +14,7 @@ import hpclaunch as hl
 from hpclaunch import error
 from hpclaunch.client.direct import DirectLane, direct_url
 from hpclaunch.engine.direct import address_towards
-from hpclaunch.protocol import Session, paths, read_connection_file
+from hpclaunch.protocol import Session, new_key, paths, read_connection_file
 from hpclaunch.protocol.direct import COPY_LIMIT
 from hpclaunch.protocol.stream import PART, STREAM, STREAM_MIN
 from conftest import wait_until
@@ -141,10 +141,10 @@ def test_engine_drops_bad_streams_on_the_direct_lane_and_serves_on(start_cluster
         raw.setsockopt(zmq.LINGER, 5000)  # (every message must go out before close)
         raw.connect(rc.engines[eid]["direct"]["url"])
         raw.send_multipart([PART, b"no stream"])
-        raw.send_multipart([STREAM, b"not a layout"])
-        raw.send_multipart([STREAM, struct.pack(">QQ", 5, 65536)])
+        raw.send_multipart([STREAM, b"not a layout", b"{}", b"{}", b"{}", b"{}"])
+        raw.send_multipart([STREAM, struct.pack(">QQ", 5, 65536), b"{}", b"{}", b"{}", b"{}"])
         raw.send_multipart([PART, b"x" * 1000])
-        raw.send_multipart([b"<IDS|MSG>", b"", b"{}", b"{}", b"{}", b"{}"])  # before the rest came
+        raw.send_multipart([b"<IDS|MSG>", b"sig"])  # the signature before the rest came
     finally:
         raw.close()
     logs = paths.logs_dir(cluster.profile_dir)
@@ -215,7 +215,7 @@ def test_unreachable_engine_is_used_through_the_controller():
                6: {"hostname": "elsewhere", "direct": {"url": "tcp://127.0.0.1:9"}},
                7: {"hostname": here}}
     ctx = zmq.Context()
-    lane = DirectLane(ctx, None, lambda: engines)
+    lane = DirectLane(ctx, None, lambda: engines, Session(new_key()))
     try:
         assert lane.usable(5)
         started = time.monotonic()

@@ -1,6 +1,7 @@
 """Big buffers on the direct lane travel as part messages (protocol/stream.py): they come
-back as the message that was signed, interleaved streams stay apart, and anything that
-does not fit is dropped and reported while the next message is still served."""
+back as the message that was signed, checked part by part, interleaved streams stay apart,
+and anything that does not fit or verify is dropped and reported while the next message is
+still served."""
 
 import struct
 
@@ -35,7 +36,8 @@ def wire():
         dealers.append(d)
     router.setsockopt(zmq.RCVTIMEO, 10_000)
     bad = []
-    yield router, dealers, Reassembler(lambda summary, detail: bad.append(summary)), bad
+    yield router, dealers, Reassembler(lambda summary, detail: bad.append(summary),
+                                       Session(KEY)), bad
     for s in [router, *dealers]:
         s.close(linger=0)
     ctx.term()
@@ -61,7 +63,7 @@ def test_a_streamed_message_comes_back_whole_and_verifies(wire):
     big = np.random.default_rng(1).random((STREAM_MIN + PART_SIZE // 2) // 8)
     odd = b"\x07" * (STREAM_MIN + 5)  # a short last part
     frames = signed_message(Session(KEY), b"pickle", memoryview(big), b"small", odd)
-    send_message(dealer, [], frames)
+    send_message(dealer, [], frames, None)  # (signed already: sent with its signature)
 
     (got,) = receive(router, streams, 1)
     msg = Session(KEY).unpack(got)
@@ -72,10 +74,32 @@ def test_a_streamed_message_comes_back_whole_and_verifies(wire):
 
 def test_plain_messages_pass_untouched(wire):
     router, (dealer, _), streams, bad = wire
-    send_message(dealer, [], signed_message(Session(KEY), b"x" * (STREAM_MIN - 1)))
+    send_message(dealer, [], signed_message(Session(KEY), b"x" * (STREAM_MIN - 1)), None)
     frames = recv_frames(router)
     assert len(frames) == 1 + 1 + 5 + 1  # routing id, delimiter, sig + JSON, the buffer
     assert streams.feed(frames) is frames and bad == []
+
+
+def test_the_sender_signs_while_streaming_and_the_receiver_vouches_for_what_it_checked(wire):
+    """An unsigned message is signed part by part as it goes; the receiving Session then
+    verifies it without a second MAC over its buffers, but only for the very buffer objects
+    the stream's check covered."""
+    router, (dealer, _), streams, bad = wire
+    sender = Session(KEY)
+    _, frames = sender.pack("push_request", {}, buffers=[b"\x05" * (STREAM_MIN + 1), b"tail"],
+                            sign=False)
+    send_message(dealer, [], frames, sender)
+    assert frames[1] == sender.sign(frames[2:])   # the same signature as signing up front
+    (got,) = receive(router, streams, 1)
+    receiver = streams._session
+    assert list(receiver._vouched) == [got[2].bytes]
+    assert bytes(receiver.unpack(got).buffers[0]) == b"\x05" * (STREAM_MIN + 1)
+    assert not receiver._vouched                  # used once
+    receiver.vouch(got[2].bytes, [bytearray(b"other objects"), b"tail"])
+    forged = [*got[:7], bytearray(b"\x06" * (STREAM_MIN + 1)), got[8]]
+    with pytest.raises(Exception, match="signature did not verify"):
+        receiver.unpack(forged, check_replay=False)
+    assert bad == []
 
 
 def test_streams_of_two_senders_interleave_and_stay_apart(wire):
@@ -84,13 +108,13 @@ def test_streams_of_two_senders_interleave_and_stay_apart(wire):
     sessions = [Session(KEY) for _ in dealers]
     messages = [signed_message(s, b"p", p) for s, p in zip(sessions, payloads)]
     # the first sender is half-way through when the second sends its whole message
-    layout, parts = _stream_of(messages[0])
-    send_frames(dealers[0], [STREAM, layout])
+    head, parts, trailer = _stream_of(messages[0])
+    send_frames(dealers[0], head)
     send_frames(dealers[0], [PART, parts[0]])
-    send_message(dealers[1], [], messages[1])
+    send_message(dealers[1], [], messages[1], None)
     for part in parts[1:]:
         send_frames(dealers[0], [PART, part])
-    send_frames(dealers[0], messages[0][:-1])
+    send_frames(dealers[0], trailer)
 
     got = receive(router, streams, 2)
     by_size = sorted((bytes(Session(KEY).unpack(f).buffers[1]) for f in got), key=len)
@@ -98,25 +122,32 @@ def test_streams_of_two_senders_interleave_and_stay_apart(wire):
 
 
 def _stream_of(frames):
-    """The layout and parts ``send_message`` makes of ``frames`` whose last buffer streams."""
+    """The head, parts and trailer ``send_message`` makes of signed ``frames`` whose last
+    buffer streams."""
     data = bytes(frames[-1])
-    layout = struct.pack(">QQ", len(frames) - 2, len(data))
-    return layout, [data[i:i + PART_SIZE] for i in range(0, len(data), PART_SIZE)]
+    head = [STREAM, struct.pack(">QQ", len(frames) - 2, len(data)), *frames[2:-1]]
+    return head, [data[i:i + PART_SIZE] for i in range(0, len(data), PART_SIZE)], \
+        [DELIM, frames[1]]
 
 
 def _layout(*pairs):
     return b"".join(struct.pack(">QQ", p, s) for p, s in pairs)
 
 
+JSON = [b"{}"] * 4  # a head's header, parent, metadata and content
+
+
 @pytest.mark.parametrize("frames, reported", [
     ([PART, b"lost"], "dropped a part of no stream"),
-    ([STREAM, b""], "dropped a stream with a bad layout"),
-    ([STREAM, b"\x00" * 17], "dropped a stream with a bad layout"),
-    ([STREAM, _layout((4, 10))], "dropped a stream with a bad layout"),         # over content
-    ([STREAM, _layout((5, 0))], "dropped a stream with a bad layout"),          # empty
-    ([STREAM, _layout((6, 10), (5, 10))], "dropped a stream with a bad layout"),  # not rising
-    ([STREAM, _layout((5, 1 << 41))], "dropped a stream with a bad layout"),    # absurd size
-    ([STREAM, _layout((5, 10)), b"extra"], "dropped a malformed stream message"),
+    ([PART, b"lost", b"more"], "dropped a malformed stream message"),
+    ([STREAM, b"", *JSON], "dropped a stream with a bad layout"),
+    ([STREAM, b"\x00" * 17, *JSON], "dropped a stream with a bad layout"),
+    ([STREAM, _layout((5, 10)), b"{}"], "dropped a stream with a bad layout"),   # no JSON
+    ([STREAM, _layout((4, 10)), *JSON], "dropped a stream with a bad layout"),   # over content
+    ([STREAM, _layout((6, 10)), *JSON], "dropped a stream with a bad layout"),   # past the end
+    ([STREAM, _layout((5, 0)), *JSON], "dropped a stream with a bad layout"),    # empty
+    ([STREAM, _layout((6, 10), (5, 10)), *JSON], "dropped a stream with a bad layout"),
+    ([STREAM, _layout((5, 1 << 41)), *JSON], "dropped a stream with a bad layout"),  # absurd
 ])
 def test_bad_stream_messages_are_dropped_and_the_next_message_served(wire, frames, reported):
     router, (dealer, _), streams, bad = wire
@@ -131,32 +162,35 @@ def test_bad_stream_messages_are_dropped_and_the_next_message_served(wire, frame
 def test_a_stream_that_overflows_or_is_unfinished_is_dropped(wire):
     router, (dealer, _), streams, bad = wire
     good = signed_message(Session(KEY), b"fine")
+    head = [STREAM, _layout((5, 10)), *JSON]
     # a part bigger than the layout said
-    send_frames(dealer, [STREAM, _layout((5, 10))])
+    send_frames(dealer, head)
     send_frames(dealer, [PART, b"x" * 11])
-    # the message before its buffers are complete: dropped, not handed on short
-    send_frames(dealer, [STREAM, _layout((5, 10))])
+    # the signature before the buffers are complete: dropped, not handed on short
+    send_frames(dealer, head)
     send_frames(dealer, [PART, b"x" * 4])
-    send_frames(dealer, good)
+    send_frames(dealer, [DELIM, b"sig"])
     # a new stream while one is unfinished: the old one goes
-    send_frames(dealer, [STREAM, _layout((5, 10))])
-    send_frames(dealer, [STREAM, _layout((5, 4))])
-    send_frames(dealer, [PART, b"fine"])
-    send_frames(dealer, good[:-1])
+    send_frames(dealer, head)
+    send_frames(dealer, [STREAM, _layout((5, 4)), *JSON])
+    # and a whole message in the middle of a stream ends it, and is served
+    send_frames(dealer, [PART, b"half"[:2]])
+    send_frames(dealer, good)
     (got,) = receive(router, streams, 1)
     assert bytes(Session(KEY).unpack(got).buffers[0]) == b"fine"
-    assert bad == ["dropped a stream", "dropped a message", "dropped an unfinished stream"]
+    assert bad == ["dropped a stream", "dropped a message", "dropped an unfinished stream",
+                   "dropped an unfinished stream"]
 
 
 def test_a_streamed_buffer_that_was_changed_fails_verification(wire):
     router, (dealer, _), streams, bad = wire
     frames = signed_message(Session(KEY), b"p", b"\x01" * (2 * PART_SIZE))
-    layout, parts = _stream_of(frames)
-    send_frames(dealer, [STREAM, layout])
+    head, parts, trailer = _stream_of(frames)
+    send_frames(dealer, head)
     send_frames(dealer, [PART, parts[0]])
     send_frames(dealer, [PART, b"\x02" + parts[1][1:]])
-    send_frames(dealer, frames[:-1])
+    send_frames(dealer, trailer)
+    send_frames(dealer, signed_message(Session(KEY), b"next"))
     (got,) = receive(router, streams, 1)
-    with pytest.raises(Exception, match="signature did not verify"):
-        Session(KEY).unpack(got)
-    assert got[1].bytes == DELIM and bad == []
+    assert bytes(Session(KEY).unpack(got).buffers[0]) == b"next"
+    assert bad == ["dropped a streamed message"]

@@ -81,9 +81,9 @@ class Client(TaskRecords):
             self._send_socket = dealer(self._context, self.url, curve)
             engines = lambda: self._inbox.engines  # replaced, never mutated: read it anew
             if direct:
-                self._lane = DirectLane(self._context, curve, engines)
+                self._lane = DirectLane(self._context, curve, engines, self.session)
             self._sync = SyncChannel(self._context, self.url, curve, self._inbox.on_frames,
-                                     self._inbox.pending, engines, direct)
+                                     self._inbox.pending, engines, self.session, direct)
             self._send_sockets = [self._send_socket] + ([self._lane.socket] if direct else [])
             self._io = IOThread(self._context, self.url, on_start=self._send_connect,
                                 on_frames=self._inbox.on_frames, on_tick=self._poll_hub,
@@ -333,7 +333,7 @@ class Client(TaskRecords):
                     md = {**(md or {}), "answer_here": True}
                 if lane is not None and engine_id is not None and lane.usable(engine_id):
                     _, frames = session.pack(msg_type, content, metadata={**md, "direct": True},
-                                             buffers=buffers, header=header)
+                                             buffers=buffers, header=header, sign=False)
                     if lane.send(engine_id, frames):
                         copies.append(copy_for_controller(frames))
                         sent.append(msg_id)

@@ -48,7 +48,7 @@ class DirectLane:
     SyncChannel's borrower) is the only thread that sends; ``engines()`` returns the Inbox's
     current ``{id: info}`` (an engine that left is disconnected at the next connect)."""
 
-    def __init__(self, context, curve, engines):
+    def __init__(self, context, curve, engines, session):
         self.socket = context.socket(zmq.ROUTER)
         # IMMEDIATE: no queue for an engine until its connection is up, so a send to one
         # that cannot be reached fails (EHOSTUNREACH, from ROUTER_MANDATORY) instead of waiting
@@ -57,11 +57,12 @@ class DirectLane:
             self.socket.setsockopt(opt, value)
         self._curve = curve
         self._engines = engines
+        self._session = session
         self._connected = {}     # engine id -> (url, the routing id its port announces)
         self._unreachable = set()
         self._deadline = 0.0     # handshakes of fresh connections may take until then
         #: whoever reads ``socket`` passes what it reads through ``streams.feed`` (stream.py)
-        self.streams = Reassembler(_bad.warning)
+        self.streams = Reassembler(_bad.warning, session)
 
     def usable(self, eid):
         """True if work for ``eid`` should go on this lane (connecting to it if new)."""
@@ -90,12 +91,13 @@ class DirectLane:
         return True
 
     def send(self, eid, frames):
-        """Send ``[DELIM, ...]`` to engine ``eid``; False if it cannot be reached (it is
-        then relay-only: the caller sends through the controller instead)."""
+        """Send ``[DELIM, sig, ...]`` to engine ``eid`` (a None ``sig`` is made while sending,
+        see stream.send_message); False if it cannot be reached (it is then relay-only: the
+        caller sends through the controller instead)."""
         idents = [self._connected[eid][1]]
         while True:
             try:
-                send_message(self.socket, idents, frames)
+                send_message(self.socket, idents, frames, self._session)
                 return True
             except zmq.ZMQError as e:
                 if e.errno != zmq.EHOSTUNREACH:

@@ -33,9 +33,9 @@ POLL_SLICE_MS = 100
 
 
 class SyncChannel:
-    def __init__(self, context, url, curve, on_frames, pending, engines, direct=True):
+    def __init__(self, context, url, curve, on_frames, pending, engines, session, direct=True):
         self.socket = dealer(context, url, curve)
-        self.lane = DirectLane(context, curve, engines) if direct else None
+        self.lane = DirectLane(context, curve, engines, session) if direct else None
         self.sockets = [self.socket] + ([self.lane.socket] if direct else [])
         self.state = IDLE
         self._state_lock = threading.Lock()

@@ -66,7 +66,7 @@ class Engine:
         self.queue = collections.deque()
         self._abort_later = collections.OrderedDict()
         self.bad = RateLimitedLog(logger)
-        self._streams = Reassembler(self.bad.warning)  # of the direct lane
+        self._streams = Reassembler(self.bad.warning, self.session)  # of the direct lane
         self._iopub_lock = threading.Lock()
         self._stop_signal = None
         self._busy = False
@@ -356,8 +356,9 @@ class Engine:
                               metadata=metadata, buffers=buffers)
             return
         metadata["direct"] = True
-        _, frames = self.session.pack(reply_type(msg.msg_type), content, msg, metadata, buffers)
-        send_message(self.direct, msg.idents, frames)
+        _, frames = self.session.pack(reply_type(msg.msg_type), content, msg, metadata, buffers,
+                                      sign=False)  # signed as it goes: big buffers stream
+        send_message(self.direct, msg.idents, frames, self.session)
         if msg.msg_type in WORK_REQUESTS:  # the controller books work, not refusals of the rest
             send_frames(self.main, copy_for_controller(frames))
 

@@ -47,15 +47,35 @@ def derived_key(key, label):
     return hmac.digest(key, label, "sha256")
 
 
-def buffers_tag(one_time_key, buffers):
-    """Poly1305 under ``one_time_key`` of, for each buffer in order, its length (8 bytes,
-    big-endian) and its bytes: the lengths pin every frame boundary."""
-    mac = _poly1305_class()(one_time_key)
-    for buf in buffers:
+class BuffersMAC:
+    """The second MAC of a message whose buffers hold ``BULK_MIN`` bytes or more, fed the
+    buffers in order, in as many pieces as they come (a streamed buffer part by part, see
+    stream.py): Poly1305 under the message's one-time key of, for each buffer, its length
+    (8 bytes, big-endian) and its bytes (the lengths pin every frame boundary); then the
+    outer HMAC of the JSON frames and that tag. ``outer`` has the JSON frames already."""
+
+    def __init__(self, json_mac_hex, one_time_key, outer):
+        self._head = json_mac_hex
+        self._poly = _poly1305_class()(one_time_key)
+        self._outer = outer
+
+    def length(self, n):
+        """A buffer of ``n`` bytes begins; its bytes follow through ``update``."""
+        self._poly.update(LENGTH.pack(n))
+
+    def update(self, data):
+        self._poly.update(data)
+
+    def buffer(self, buf):
+        """One whole buffer: its length and its bytes."""
         view = byte_view(buf)
-        mac.update(LENGTH.pack(len(view)))
-        mac.update(view)
-    return mac.finalize()
+        self._poly.update(LENGTH.pack(len(view)))
+        self._poly.update(view)
+
+    def signature(self):
+        """The message's whole signature (both hex MACs), once every buffer went in."""
+        self._outer.update(self._poly.finalize())
+        return (self._head + self._outer.hexdigest()).encode("ascii")
 
 
 def byte_view(buf):
