@@ -10,6 +10,8 @@ import pytest
 import zmq
 
 from hpclaunch.protocol import DELIM, Session, new_key, recv_frames, send_frames
+from hpclaunch.protocol import stream as stream_module
+from hpclaunch.protocol.session import MAX_VOUCHED
 from hpclaunch.protocol.stream import (
     PART,
     PART_SIZE,
@@ -194,3 +196,26 @@ def test_a_streamed_buffer_that_was_changed_fails_verification(wire):
     (got,) = receive(router, streams, 1)
     assert bytes(Session(KEY).unpack(got).buffers[0]) == b"next"
     assert bad == ["dropped a streamed message"]
+
+
+def test_a_buffer_that_cannot_be_allocated_drops_its_stream(wire, monkeypatch):
+    """No memory for what a head or a later buffer announces: the stream is dropped and
+    reported, and the reader goes on."""
+    router, (dealer, _), streams, bad = wire
+
+    def no_memory(size):
+        raise OSError(12, "Cannot allocate memory")
+    monkeypatch.setattr(stream_module, "_allocate", no_memory)
+    send_frames(dealer, [STREAM, _layout((5, 10)), *JSON])
+    good = signed_message(Session(KEY), b"fine")
+    send_frames(dealer, good)
+    (got,) = receive(router, streams, 1)
+    assert bytes(Session(KEY).unpack(got).buffers[0]) == b"fine"
+    assert bad == ["dropped a stream with a bad layout"]
+
+
+def test_a_session_remembers_a_bounded_number_of_vouched_streams():
+    session = Session(KEY)
+    for i in range(MAX_VOUCHED + 1):
+        session.vouch(b"%d" % i, [])
+    assert len(session._vouched) == MAX_VOUCHED and b"0" not in session._vouched
