@@ -9,9 +9,10 @@ from hpclaunch.protocol import Session, paths, read_connection_file
 
 
 @contextlib.contextmanager
-def stand_in(cluster):
+def stand_in(cluster, books=None):
     """Yields ``(engine, client, as_engine, as_client, engine_id)``: two connected sockets,
-    the engine one registered as host ``nowhere`` pid 1, and a Session for each."""
+    the engine one registered as host ``nowhere`` pid 1, and a Session for each.
+    ``books``: the routing id the engine announces for its ledger (engine/ledger.py)."""
     conn = read_connection_file(paths.client_file(cluster.profile_dir))
     ctx = zmq.Context.instance()
     engine, client = (ctx.socket(zmq.DEALER) for _ in range(2))
@@ -23,7 +24,7 @@ def stand_in(cluster):
         as_engine, as_client = Session(conn["key"]), Session(conn["key"])
         as_engine.send(engine, "registration_request", {
             "uuid": "stand-in", "heart": "stand-in-heart", "iopub": "stand-in-iopub",
-            "hostname": "nowhere", "pid": 1})
+            "hostname": "nowhere", "pid": 1, **({"books": books} if books else {})})
         engine_id = as_engine.unpack(engine.recv_multipart()).content["id"]
         yield engine, client, as_engine, as_client, engine_id
     finally:

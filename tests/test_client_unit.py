@@ -330,6 +330,24 @@ def test_notifications_keep_ids_sorted(wire):
     assert inbox.ids == [2, 3] and inbox.engines[2]["hostname"] == "h"
 
 
+def test_direct_work_an_engine_never_answered_fails_when_it_unregisters(wire):
+    """The controller answers only the direct-lane work in the books the engine sent it;
+    the rest this client fails itself when the engine's unregistration comes."""
+    ar = wire.submit(3, engines=[1, 1, 2])
+    for msg_id in ar.msg_ids:
+        wire.inbox.metadata[msg_id]["direct"] = True
+    wire.reply(ar.msg_ids[0], 5, metadata={"engine_id": 1})
+    relayed = wire.submit(1, engines=[1], single=True)  # through the controller: it answers
+    wire.inbox.on_frames(wire.frames(wire.controller, "unregistration_notification",
+                                     {"id": 1, "reason": "no heartbeat"}))
+    assert wire.inbox.results[ar.msg_ids[0]] == 5
+    failed = wire.inbox.results[ar.msg_ids[1]]
+    assert isinstance(failed, error.EngineError) and "no heartbeat" in str(failed)
+    assert ar.msg_ids[2] in wire.inbox.pending and not relayed.ready()
+    wire.reply(ar.msg_ids[1], 6)  # a late answer changes nothing
+    assert wire.inbox.results[ar.msg_ids[1]] is failed
+
+
 def test_result_reply_completes_followers_from_verified_stored_replies(wire):
     stranger = Session(KEY)
     req = stranger.header("apply_request")

@@ -1,5 +1,5 @@
 """The direct lane (protocol/direct.py): DirectView work goes client -> engine in one hop,
-and the controller still keeps the books from the copies both ends send it."""
+and the controller still keeps the books, from the engines' ledgers (test_books.py)."""
 
 import os
 import socket
@@ -18,7 +18,6 @@ from hpclaunch.protocol import Session, new_key, paths, read_connection_file
 from hpclaunch.protocol.direct import COPY_LIMIT
 from hpclaunch.protocol.stream import PART, STREAM, STREAM_MIN
 from conftest import wait_until
-from standin import stand_in
 
 
 def _completed(rc, eid):
@@ -44,8 +43,8 @@ def test_direct_view_work_goes_straight_to_the_engine(start_cluster):
     # what is not DirectView work still goes through the controller
     balanced = rc.load_balanced_view(targets=[rc.ids[1]]).apply_async(lambda: 7)
     assert balanced.get(10) == 7 and "direct" not in balanced.metadata
-    # the controller's books caught up with all five direct tasks (copies are asynchronous)
-    wait_until(lambda: _completed(rc, eid) == 5, what="direct tasks counted as completed")
+    # the controller's books have all five direct tasks: queue_status waits for the ledgers
+    assert _completed(rc, eid) == 5
 
     relayed = hl.Client(profile_dir=cluster.profile_dir, direct=False)
     try:
@@ -182,27 +181,6 @@ def test_engine_refuses_control_and_bad_frames_on_the_direct_lane(start_cluster)
     assert rc[eid].apply_sync(lambda: "alive") == "alive"
 
 
-def test_reply_copy_that_overtakes_its_request_copy_is_booked(start_cluster):
-    """A stand-in engine (a raw socket that registered) sends the controller its copy of a
-    direct reply before the client's copy of the request arrives: both are booked once."""
-    cluster, rc = start_cluster(n=1, hb_period=1.0, hb_liveness=60)
-    with stand_in(cluster) as (engine, client, as_engine, as_client, fake):
-        header, request = as_client.pack("execute_request", {"code": "pass"},
-                                         metadata={"engine": fake, "direct": True})
-        as_engine.send(engine, "execute_reply", {"status": "ok"}, parent=header, metadata={
-            "engine_id": fake, "status": "ok", "started": time.time(),
-            "completed": time.time(), "stdout": "early\n", "stderr": "", "direct": True})
-        time.sleep(0.2)
-        client.send_multipart(request)
-
-        wait_until(lambda: rc.queue_status(fake)["completed"] == 1, what="the task booked")
-        assert rc.queue_status(fake)["queue"] == 0
-        stored = rc.get_result(header["msg_id"])
-        stored.get(10)
-        assert stored.metadata["stdout"] == "early\n"
-        assert engine.poll(300) == 0  # nothing was relayed to the engine
-
-
 def _closed_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -240,26 +218,3 @@ def test_unreachable_engine_is_used_through_the_controller():
 ])
 def test_which_direct_urls_a_client_uses(info, usable):
     assert (direct_url(info) is not None) == usable
-
-
-
-def test_reply_copies_waiting_for_their_request_are_bounded(monkeypatch):
-    from hpclaunch.controller import hub as hub_module
-    from hpclaunch.controller.heartbeat import HeartMonitor
-    from hpclaunch.controller.taskdb import MemoryDB
-    from hpclaunch.protocol import Message
-
-    monkeypatch.setattr(hub_module, "EARLY_REPLIES", 3)
-    monkeypatch.setattr(hub_module, "EARLY_BYTES", 100)
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.ROUTER)
-    try:
-        hub = hub_module.Hub(sock, Session("k"), HeartMonitor(1.0, 3), MemoryDB(10, 1 << 20))
-        for i in range(5):   # 30 bytes each: the count bound keeps 3
-            hub._hold_early(f"m{i}", Message([], {}, {}, {}, {}, [], [b"x" * 30]))
-        assert list(hub._early) == ["m2", "m3", "m4"] and hub._early_bytes == 90
-        hub._hold_early("big", Message([], {}, {}, {}, {}, [], [b"y" * 80]))
-        assert list(hub._early) == ["big"] and hub._early_bytes == 80  # the byte bound
-    finally:
-        sock.close()
-        ctx.term()

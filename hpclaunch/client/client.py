@@ -19,8 +19,8 @@ import time
 import zmq
 
 from .. import error
-from ..protocol import Session, has_message, paths, read_connection_file, send_frames
-from ..protocol.direct import copy_for_controller
+from ..protocol import DELIM, Session, has_message, paths, read_connection_file, send_frames
+from ..protocol.direct import kept_for_books
 from .asyncresult import AsyncResult
 from .direct import DirectLane
 from .inbox import HubRequest, Inbox, new_metadata
@@ -318,11 +318,11 @@ class Client(TaskRecords):
         sock, lane = (self._send_socket, self._lane) if sync is None else (sync.socket, sync.lane)
         if msg_type not in DIRECT_TYPES:
             lane = None
-        copies = []  # of direct-lane requests, for the controller's books, after the sends
         with self._send_lock if sync is None else contextlib.nullcontext():
             headers = [session.header(msg_type) for _ in jobs]
             msg_ids = [h["msg_id"] for h in headers]
             ar = ar_class(inbox, msg_ids, fname=fname, targets=[e for e, _ in jobs], **ar_kwargs)
+            copies = []  # of direct-lane requests, for the controller's books
             for header, (engine_id, buffers) in zip(headers, jobs):
                 msg_id = header["msg_id"]
                 metadata[msg_id] = new_metadata(msg_id, engine_id, header["date"])
@@ -335,7 +335,9 @@ class Client(TaskRecords):
                     _, frames = session.pack(msg_type, content, metadata={**md, "direct": True},
                                              buffers=buffers, header=header, sign=False)
                     if lane.send(engine_id, frames):
-                        copies.append(copy_for_controller(frames))
+                        metadata[msg_id]["direct"] = True
+                        if sync is None:  # it may wait unread behind running work: book it now
+                            copies.append([DELIM, *kept_for_books(frames[1:])])
                         sent.append(msg_id)
                         continue
                 session.send(sock, msg_type, content, metadata=md, buffers=buffers,

@@ -281,11 +281,30 @@ class Inbox:
 
     def _on_unregistration(self, msg):
         eid = int(msg.content["id"])
+        reason = msg.content.get("reason", "")
         with self.ids_changed:
             self.engines.pop(eid, None)
             self.ids = [i for i in self.ids if i != eid]
             self.ids_changed.notify_all()
-        log.info("engine %s unregistered: %s", eid, msg.content.get("reason", ""))
+        log.info("engine %s unregistered: %s", eid, reason)
+        self._fail_direct_work(eid, reason)
+
+    def _fail_direct_work(self, eid, reason):
+        """Fail our direct-lane tasks that engine ``eid`` never answered: the controller
+        answers only those in the books the engine sent it before it went."""
+        for msg_id in [m for m in self.outstanding if self.metadata.get(m, {}).get("direct")
+                       and self.metadata[m].get("engine_id") == eid]:
+            ar = self.pending.pop(msg_id, None)
+            if ar is None or type(ar) is HubRequest:
+                continue
+            exc = error.EngineError(f"engine {eid} is gone before answering {msg_id} (sent on "
+                                    f"the direct lane): {reason}")
+            md = self.metadata[msg_id]
+            md["status"], md["error"] = "error", exc
+            self.results[msg_id] = ar._task_done(msg_id, exc)
+            self.outstanding.discard(msg_id)
+            if self.followers:
+                self._feed_followers(msg_id, exc)
 
     def _on_shutdown(self, msg):
         self.controller_shut_down = True

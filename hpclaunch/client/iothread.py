@@ -23,7 +23,7 @@ import time
 
 import zmq
 
-from ..protocol import has_message, make_curve_client, recv_frames
+from ..protocol import has_message, make_curve_client, recv_frames, wake_pair
 
 log = logging.getLogger("hpclaunch.client")
 
@@ -54,12 +54,7 @@ class IOThread(threading.Thread):
         n = next(_thread_numbers)
         super().__init__(name=f"hpclaunch-client-io-{n}", daemon=True)
         self.recv_socket = dealer(context, url, curve)
-        wake_url = f"inproc://hpclaunch-client-wake-{id(self)}-{n}"
-        self._wake_in = context.socket(zmq.PAIR)
-        self._wake_in.bind(wake_url)
-        self._wake_out = context.socket(zmq.PAIR)
-        self._wake_out.setsockopt(zmq.LINGER, 0)
-        self._wake_out.connect(wake_url)
+        self._wake_in, self._wake_out = wake_pair(context, f"hpclaunch-client-wake-{id(self)}-{n}")
         self._wake_lock = threading.Lock()
         self._on_start, self._on_frames = on_start, on_frames
         self._on_tick, self._wants_tick = on_tick, wants_tick or (lambda: False)

@@ -1,7 +1,8 @@
 """Engines that drain before their batch job's walltime ends.
 
 An engine sends ``drain_request {id, drain_at, running}`` on its main socket. From then
-on the hub sends it no load-balanced task and answers direct work for it itself. Every
+on the hub sends it no load-balanced task and answers direct work for it itself (also
+work its books note later, see books.py, unless the engine said it was running it). Every
 task it holds but did not start (all but ``running``) is taken back: load-balanced ones
 go back to the task scheduler as if never placed (no retry used, the engine not held
 against them), direct ones get an ``EngineDraining`` error. The engine's own replies to
@@ -56,6 +57,7 @@ def draining_error(rec, msg_type, msg_id):
 def start_draining(hub, rec, drain_at, running, queued_types):
     """Mark ``rec`` draining and take back every task of ``queued_types`` it did not start."""
     rec.draining = drain_at if drain_at is not None else time.time()
+    rec.running_at_drain = running
     hub.scheduler.engine_draining(rec)
     given_back, refused = [], 0
     for msg_id, header in list(rec.outstanding.items()):

@@ -3,10 +3,10 @@
 Clients and engines connect to the same port (see docs/protocol.md). The hub
 verifies each message, reads its header and metadata, and forwards the signed
 frames untouched: client requests to engines, engine replies and output to the
-client that asked. It never unpickles user data.
+client that asked. It never unpickles user data. Work on the direct lane reaches
+it only as the engines' books (books.py).
 """
 
-import collections
 import functools
 import logging
 import time
@@ -16,9 +16,9 @@ import zmq
 from ..error import ProtocolError, SignatureError
 from ..protocol.ratelimit import RateLimitedLog
 from ..protocol import DELIM, HEARTBEAT, N_FIXED, has_message, json_frame, recv_frames, send_frames, split_idents
-from ..protocol.bulk import total_nbytes
-from ..protocol.direct import COPY_LIMIT, buffers_left_out
+from ..protocol.direct import COPY_LIMIT
 from . import queries
+from .books import DirectBooks
 from .drain import (DepartedEngines, draining_error, leaving_reason, parse_drain_request,
                     start_draining)
 from .registry import EngineRegistry
@@ -33,11 +33,6 @@ QUEUED = frozenset({"apply_request", "execute_request", "push_request", "pull_re
 #: Requests an engine serves before its queued work (not recorded).
 CONTROL = frozenset({"abort_request", "clear_request", "shutdown_request"})
 IOPUB = frozenset({"stream", "status"})
-#: Direct-lane reply copies kept while their request's copy is still on its way (the
-#: oldest are dropped beyond either bound: a client that died between its two sends
-#: leaves its reply copy here for good).
-EARLY_REPLIES = 10000
-EARLY_BYTES = 64 << 20
 
 
 class Hub:
@@ -52,8 +47,7 @@ class Hub:
         self.clients = {}                   # client session -> routing id of its recv socket
         self.departed = DepartedEngines()   # why engines left, for requests that name them
         self._answer_to = {}                # msg_id -> routing id of the socket that asked
-        self._early = collections.OrderedDict()  # msg_id -> direct reply copy before its request
-        self._early_bytes = 0
+        self.books = DirectBooks(self)      # the direct lane's work, as engines report it
         self.rejected = RateLimitedLog(log)
         self._last_sig_reply = {}           # routing id -> time of last signature_error
         self.stopping = False
@@ -62,9 +56,10 @@ class Hub:
             "unregistration_request": self._unregister,
             "drain_request": self._engine_draining,
             "connect_request": self._connect,
+            "books": self.books.on_books,
         }
         for msg_type, query in queries.HANDLERS.items():
-            self._handlers[msg_type] = functools.partial(query, self)
+            self._handlers[msg_type] = functools.partial(self._query, query)
 
     # -- the loop ------------------------------------------------------------
     def serve(self):
@@ -72,14 +67,15 @@ class Hub:
         watch = [(self.socket, zmq.POLLIN)]  # zmq_poll itself: no Poller wrapper per wake-up
         next_beat = time.monotonic() + self.heart.period
         while not self.stopping:
-            wake = next_beat
             deadline = self.scheduler.next_deadline()
-            if deadline is not None:
-                wake = min(wake, deadline)
+            held = self.books.next_deadline()
+            wake = min(d for d in (next_beat, deadline, held) if d is not None)
             if zmq.zmq_poll(watch, max(0, int((wake - time.monotonic()) * 1000) + 1)):
                 self._drain()
             if deadline is not None and time.monotonic() >= deadline:
                 self.scheduler.tick()
+            if held is not None and time.monotonic() >= held:
+                self.books.tick()
             if time.monotonic() >= next_beat:
                 for eid in self.heart.beat(self.socket):
                     self.engine_gone(eid, f"no heartbeat for {self.heart.liveness} periods "
@@ -105,11 +101,11 @@ class Hub:
         try:
             msg = self.session.unpack(frames, content=False, buffers=False)
         except SignatureError as e:
-            self._reject("bad signature", ident, e)
+            self.reject("bad signature", ident, e)
             self._refuse_signature(ident, frames, e)
             return
         except ProtocolError as e:
-            self._reject("malformed message", ident, e)
+            self.reject("malformed message", ident, e)
             return
         msg_type = msg.msg_type
         handler = self._handlers.get(msg_type)
@@ -122,7 +118,7 @@ class Hub:
         elif msg_type in IOPUB:
             self.to_client(msg.parent.get("session"), msg.frames)
         else:
-            self._reject("unknown msg_type", ident, msg_type)
+            self.reject("unknown msg_type", ident, msg_type)
             self.reply(msg, "error_reply", error("ProtocolError", f"unknown msg_type {msg_type!r}"))
 
     # -- sending -----------------------------------------------------------------
@@ -153,7 +149,7 @@ class Hub:
         for ident in set(self.clients.values()):
             self.session.send(self.socket, msg_type, content, ident=ident)
 
-    def _reject(self, reason, ident, detail):
+    def reject(self, reason, ident, detail):
         self.rejected.warning(f"rejected a message ({reason})", f"from {bytes(ident)[:40]!r}: {detail}")
 
     def _refuse_signature(self, ident, frames, exc):
@@ -173,6 +169,14 @@ class Hub:
         content = error("SignatureError", str(exc))
         self.socket.send_multipart([ident, DELIM, b"", json_frame(header), parent,
                                     b"{}", json_frame(content)])
+
+    def _query(self, query, msg):
+        """A question about the books: answered at once if they cannot have changed,
+        else once every engine has sent the books of its direct-lane work."""
+        if queries.answerable_now(self, msg):
+            query(self, msg)
+        else:
+            self.books.answer_when_current(query, msg)
 
     # -- engines -------------------------------------------------------------------
     def _register(self, msg):
@@ -196,6 +200,8 @@ class Hub:
         except ValueError as e:
             self.reply(msg, "registration_reply", error("ValueError", str(e)))
             return
+        ledger = c.get("books")
+        rec.ledger = ledger.encode() if isinstance(ledger, str) else None
         self._engine_by_ident[rec.ident] = rec.id
         self.heart.add(rec.id, rec.heart)
         self.reply(msg, "registration_reply", self._registration_ok(rec))
@@ -216,13 +222,13 @@ class Hub:
         """An engine drains before its job's walltime ends (see drain.py); bad ones are dropped."""
         rec = self.engines.get(self._engine_by_ident.get(msg.idents[0]))
         if rec is None or rec.draining is not None:
-            self._reject("drain_request from a socket that is not a registered engine, or "
+            self.reject("drain_request from a socket that is not a registered engine, or "
                          "a repeated one", msg.idents[0], msg.msg_type)
             return
         try:
             drain_at, running = parse_drain_request(msg.load_content(), rec)
         except (ValueError, ProtocolError) as e:
-            self._reject("malformed drain_request", msg.idents[0], e)
+            self.reject("malformed drain_request", msg.idents[0], e)
             return
         start_draining(self, rec, drain_at, running, QUEUED)
 
@@ -236,6 +242,7 @@ class Hub:
         log.log(level, "engine %d (%s pid %s) is gone: %s; %d unfinished request(s)",
                 eid, rec.hostname, rec.pid, reason, len(rec.outstanding))
         self.scheduler.engine_removed(rec)
+        self.books.engine_gone(eid)
         outstanding, balanced = rec.outstanding, rec.balanced
         rec.outstanding, rec.balanced = {}, set()
         for msg_id, header in outstanding.items():
@@ -270,6 +277,9 @@ class Hub:
 
     def _request(self, msg):
         """A client's request for an engine: route it (direct) or hand it to the scheduler."""
+        if msg.metadata.get("direct") is True and msg.msg_type in QUEUED:
+            self.books.request_copy(msg)  # a copy, for the books: relay nothing
+            return
         self.clients.setdefault(msg.header["session"], msg.idents[0])
         if msg.metadata.get("answer_here") is True:
             self._answer_to[msg.header["msg_id"]] = msg.idents[0]
@@ -287,9 +297,6 @@ class Hub:
             self.scheduler.submit(msg)
             return
         rec = self.engines.get(eid) if isinstance(eid, int) else None
-        if rec is not None and msg.metadata.get("direct") is True and msg.msg_type in QUEUED:
-            self._direct_request(rec, msg)
-            return
         if rec is None:
             self.reply(msg, reply_type(msg.msg_type), error(
                 "EngineError", f"engine {eid!r} is not registered{self.departed.explain(eid)} "
@@ -304,23 +311,12 @@ class Hub:
 
     def record(self, msg, eid):
         """Store the request; the message keeps the same detached frames (see taskdb.detach)
-        so a task waiting in the scheduler pins no receive buffer either. A direct-lane copy
-        without its buffers is recorded without a request (it cannot be resubmitted)."""
+        so a task waiting in the scheduler pins no receive buffer either."""
         msg.frames = detach(msg.frames)
         msg.buffers = msg.frames[N_FIXED:]
         h = msg.header
-        request = None if buffers_left_out(msg.frames) else msg.frames
-        self.db.add(TaskRecord(h["msg_id"], h["msg_type"], h["session"], eid, time.time(), request))
-
-    def _direct_request(self, rec, msg):
-        """The copy of a request a client sent straight to the engine (protocol/direct.py):
-        book it as the engine's, relay nothing. The engine's reply copy may be here first."""
-        self.record(msg, rec.id)
-        rec.outstanding[msg.msg_id] = msg.header
-        early = self._early.pop(msg.msg_id, None)
-        if early is not None:
-            self._early_bytes -= total_nbytes(early.frames)
-            self._engine_reply(early)
+        self.db.add(TaskRecord(h["msg_id"], h["msg_type"], h["session"], eid, time.time(),
+                               msg.frames))
 
     def send_to_engine(self, rec, msg, balanced=False):
         msg_id = msg.header["msg_id"]
@@ -333,16 +329,17 @@ class Hub:
         eid = self._engine_by_ident.get(msg.idents[0])
         if eid is None:
             # a late answer from an engine already declared dead: its request was answered
-            self._reject("reply from an unregistered engine", msg.idents[0], msg.msg_type)
+            self.reject("reply from an unregistered engine", msg.idents[0], msg.msg_type)
+            return
+        md = msg.metadata
+        if md.get("direct") is True:
+            self.reject("a copy of a direct-lane reply (protocol 1.3; engines send their "
+                        "books now), ignored", msg.idents[0], msg.msg_type)
             return
         rec = self.engines.get(eid)
         parent_id = msg.parent.get("msg_id")
-        md = msg.metadata
-        direct = md.get("direct") is True
         if rec.outstanding.pop(parent_id, None) is None:
-            if direct and self.db.get(parent_id) is None:  # the request's copy is on its way
-                self._hold_early(parent_id, msg)
-            return  # else not a request we sent (e.g. the hub's own shutdown_request)
+            return  # not a request we sent (e.g. the hub's own shutdown_request)
         status = md.get("status", "ok")
         balanced = parent_id in rec.balanced
         if balanced:
@@ -351,30 +348,17 @@ class Hub:
             if self.scheduler.reroute(eid, parent_id, status, ename):
                 return
         frames = msg.frames
-        if direct and buffers_left_out(frames):
-            frames = self._not_kept(msg)
         task = self.db.complete(parent_id, status, frames, md.get("started"),
                                 time.time(), md.get("stdout", ""), md.get("stderr", ""))
         if task is not None:
             rec.completed += 1
-        if direct:  # the engine answered the client itself
-            self._answer_to.pop(parent_id, None)
-        else:
-            self.deliver(msg.parent, frames)
+        self.deliver(msg.parent, frames)
         if balanced:
             self.scheduler.done(parent_id)
 
-    def _hold_early(self, msg_id, msg):
-        msg.frames = detach(msg.frames)
-        self._early[msg_id] = msg
-        self._early_bytes += total_nbytes(msg.frames)
-        while len(self._early) > EARLY_REPLIES or self._early_bytes > EARLY_BYTES:
-            _, dropped = self._early.popitem(last=False)
-            self._early_bytes -= total_nbytes(dropped.frames)
-
-    def _not_kept(self, msg):
-        """What ``get_result`` from another client finds for a direct-lane result too big to
-        copy to the controller: a signed error saying where the result went."""
+    def not_kept(self, msg):
+        """What ``get_result`` from another client finds for a direct-lane result too big
+        for the books: a signed error saying where the result went."""
         content = error("ResultNotKept",
                         f"the result of {msg.parent.get('msg_id')} went straight from engine "
                         f"{msg.metadata.get('engine_id')} to the client that sent the task (the "

@@ -1,7 +1,8 @@
 """Answers to clients' questions about the cluster: queues, results, history.
 
 Each function takes the hub and the request and sends the reply; they read the
-registry and the task DB and change nothing but purged records.
+registry and the task DB and change nothing but purged records. The hub runs them once
+the engines' books of direct-lane work are in (books.py) unless ``answerable_now``.
 """
 
 from ..protocol import json_frame
@@ -128,6 +129,18 @@ def _renewed_request(hub, old, asker):
     body = [json_frame(header), parent, json_frame(md), content, *buffers]
     signed = [hub.session.sign(body), *body]
     return hub.session.unpack_signed(asker.idents, signed, check_replay=False, content=False)
+
+
+def answerable_now(hub, msg):
+    """True if no engine's books can change the answer: a result_request for tasks that
+    are all finished (e.g. other clients' results, polled while they run)."""
+    if msg.msg_type != "result_request":
+        return False
+    msg_ids = msg.load_content().get("msg_ids")
+    if not isinstance(msg_ids, list):
+        return True   # answered at once with the error
+    return all(isinstance(m, str) and (r := hub.db.get(m)) is not None and not r.pending
+               for m in msg_ids)
 
 
 HANDLERS = {

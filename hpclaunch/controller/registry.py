@@ -11,7 +11,7 @@ class EngineRecord:
     """One registered engine and the requests it has not answered yet."""
 
     __slots__ = ("id", "uuid", "ident", "heart", "iopub", "hostname", "pid", "registered",
-                 "info", "outstanding", "balanced", "completed", "draining")
+                 "info", "outstanding", "balanced", "completed", "draining", "running_at_drain", "ledger", "ledger_up")
 
     def __init__(self, eid, uuid, ident, heart, iopub, hostname, pid, info):
         self.id = eid
@@ -27,6 +27,9 @@ class EngineRecord:
         self.balanced = set()       # the outstanding msg_ids placed by the task scheduler
         self.completed = 0
         self.draining = None        # its drain time (epoch seconds) once it drains
+        self.running_at_drain = ()  # msg_ids it was still running then (it finishes them)
+        self.ledger = None          # routing id of its ledger socket (direct-lane books)
+        self.ledger_up = False      # True once the ledger sent its first books
 
     def describe(self):
         return {"uuid": self.uuid, "hostname": self.hostname, "pid": self.pid,

@@ -15,14 +15,14 @@ import uuid
 import zmq
 
 from ..error import ProtocolError
-from ..protocol import Session, has_message, make_curve_client, recv_frames, send_frames, utcnow
-from ..protocol.direct import copy_for_controller
+from ..protocol import Session, has_message, make_curve_client, recv_frames, utcnow
 from ..protocol.stream import Reassembler, send_message
 from .capture import captured_output
 from .direct import bind_direct_port
 from .drain import DrainSchedule, drain_time_text, refusal
 from .heart import Heart
 from .kernel import Kernel, error_content
+from .ledger import Ledger
 from ..protocol.ratelimit import RateLimitedLog
 from .logs import logger, set_engine_id
 from .registration import RegistrationFailed, register, registration_content
@@ -77,10 +77,11 @@ class Engine:
         self.iopub = self._dealer(f"iopub-{self.uuid}")
         self.heart = Heart(self.context, url, f"heart-{self.uuid}", curve)
         # the direct lane (protocol/direct.py); off behind an SSH tunnel, which clients cannot use
-        self.direct = None
+        self.direct = self.ledger = None
         if direct:
             self.direct, self.info["direct"] = bind_direct_port(self.context, url, curve,
                                                                    self.uuid)
+            self.ledger = Ledger(self.context, url, f"books-{self.uuid}", self.session, curve)
 
     def _dealer(self, identity):
         sock = self.context.socket(zmq.DEALER)
@@ -99,7 +100,8 @@ class Engine:
         try:
             self.heart.start()
             content = registration_content(self.uuid, f"heart-{self.uuid}", f"iopub-{self.uuid}",
-                                           self.requested_id, self.info)
+                                           self.requested_id, self.info,
+                                           self.ledger.identity if self.ledger else None)
             reply = register(self.session, self.main, self.url, content, self.timeout,
                              should_stop=lambda: self._stop_signal is not None)
             if reply is None:
@@ -107,6 +109,8 @@ class Engine:
                 return 0
             self.id = reply["id"]
             set_engine_id(self.id)
+            if self.ledger is not None:
+                self.ledger.start(self.id)
             logger.info("registered with the controller at %s%s", self.url,
                         f"; draining at {drain_time_text(self.drain.drain_at)}"
                         if self.drain.drain_at is not None else "")
@@ -184,6 +188,8 @@ class Engine:
 
     def _leave(self, reason):
         logger.info("%s; unregistering and exiting", reason)
+        if self.ledger is not None:
+            self.ledger.close()  # the books of direct work first, then goodbye
         if self.id is not None:
             self.session.send(self.main, "unregistration_request", {"id": self.id})
 
@@ -193,6 +199,8 @@ class Engine:
         self.drain.stop()
         linger = LEAVE_LINGER_MS if deliver else 0
         heart_stopped = self.heart.stop()
+        if self.ledger is not None:
+            self.ledger.close()
         self.main.close(linger=linger)
         if self.direct is not None:
             self.direct.close(linger=linger)
@@ -245,6 +253,8 @@ class Engine:
                     f"the direct lane serves only {', '.join(WORK_REQUESTS)}; send {kind} "
                     "through the controller"), self.id))
             elif kind in WORK_REQUESTS:
+                if direct:
+                    self.ledger.request(msg)
                 if self._abort_later.pop(msg.msg_id, None) is not None:
                     self._reply_aborted(msg)
                 else:
@@ -349,8 +359,8 @@ class Engine:
             self._send_reply(msg, error_content(e, self.id), reply_metadata(self.id, "error"))
 
     def _send_reply(self, msg, content, metadata, buffers=()):
-        """To the controller; or, for work that came on the direct lane, to the client
-        first and then a copy (buffers only when small) to the controller's books."""
+        """To the controller; or, for work that came on the direct lane, to the client,
+        noting it in the ledger (the controller's books, sent in batches)."""
         if not msg.idents:
             self.session.send(self.main, reply_type(msg.msg_type), content, parent=msg,
                               metadata=metadata, buffers=buffers)
@@ -360,7 +370,7 @@ class Engine:
                                       sign=False)  # signed as it goes: big buffers stream
         send_message(self.direct, msg.idents, frames, self.session)
         if msg.msg_type in WORK_REQUESTS:  # the controller books work, not refusals of the rest
-            send_frames(self.main, copy_for_controller(frames))
+            self.ledger.reply(msg, metadata, frames[1:])
 
     def _publish(self, msg_type, content, parent):
         """Send on iopub from any thread (user threads print too)."""

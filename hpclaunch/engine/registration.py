@@ -40,7 +40,8 @@ def batch_job_id(environ=os.environ):
     return None
 
 
-def registration_content(uuid, heart_identity, iopub_identity, requested_id=None, info=None):
+def registration_content(uuid, heart_identity, iopub_identity, requested_id=None, info=None,
+                         books_identity=None):
     job = batch_job_id()
     if job is not None:
         info = {"batch_job": job, **(info or {})}
@@ -51,6 +52,8 @@ def registration_content(uuid, heart_identity, iopub_identity, requested_id=None
         "hostname": socket.gethostname(),
         "pid": os.getpid(),
     }
+    if books_identity is not None:
+        content["books"] = books_identity
     if requested_id is not None:
         content["requested_id"] = int(requested_id)
     if info:

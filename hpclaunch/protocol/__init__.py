@@ -21,7 +21,7 @@ from .session import (
     utcnow,
 )
 from .serialize import deserialize, pack_apply, serialize, unpack_apply
-from .transport import has_message, recv_frames, send_frames
+from .transport import has_message, recv_frames, send_frames, wake_pair
 
 #: First frame after the routing id of a heartbeat ping/pong (never a valid DELIM).
 HEARTBEAT = b"\x00hb"
@@ -29,6 +29,6 @@ HEARTBEAT = b"\x00hb"
 __all__ = [
     "DELIM", "HEARTBEAT", "N_FIXED", "PROTOCOL_VERSION", "SIGNATURE_SCHEME", "Message", "ReplayGuard",
     "Session", "deserialize", "ensure_private_dir", "json_frame", "new_key", "pack_apply",
-    "listens_beyond_loopback", "make_curve_client", "new_curve_keys", "has_message", "read_connection_file", "recv_frames", "send_frames", "serialize", "split_idents", "unpack_apply", "utcnow",
+    "listens_beyond_loopback", "make_curve_client", "new_curve_keys", "has_message", "read_connection_file", "recv_frames", "send_frames", "serialize", "split_idents", "unpack_apply", "utcnow", "wake_pair",
     "write_connection_file",
 ]

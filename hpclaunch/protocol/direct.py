@@ -5,19 +5,18 @@ Python process; a 100 MB push is sent twice and a no-op round trip pays the cont
 CPU on its critical path. On the direct lane the client sends a direct request (apply,
 execute, push, pull) to a ROUTER the engine binds, and the engine answers there.
 
-The controller still keeps the books. After sending, the client gives the controller a
-*copy* of the same signed request, and the engine, after answering, a copy of the same
-signed reply; both carry metadata ``direct: true`` so the controller records them and
-relays nothing. A copy keeps its buffers only up to ``COPY_LIMIT`` bytes: beyond that the
-controller keeps the JSON frames (which its first MAC covers) and marks the buffers as not
-kept, so a 100 MB push or pull crosses the network once. Control requests, load-balanced
-tasks and everything of a tunnelled client still go through the controller.
+The controller still keeps the books: the engine notes each direct request it reads and
+each reply it sends, as signed, and sends the notes in batches (engine/ledger.py). A
+note keeps its buffers only up to ``COPY_LIMIT`` bytes: beyond that the controller keeps
+the JSON frames (which its first MAC covers) and marks the buffers as not kept, so a
+100 MB push or pull crosses the network once. Control requests, load-balanced tasks and
+everything of a tunnelled client still go through the controller.
 """
 
 from .bulk import total_nbytes
 from .session import N_FIXED
 
-#: Buffer bytes of one message the controller's copy still carries (above: JSON frames only).
+#: Buffer bytes of one message the controller's books still keep (above: JSON frames only).
 COPY_LIMIT = 1 << 20
 
 
@@ -32,16 +31,16 @@ def direct_identity(engine_uuid):
     return f"direct-{engine_uuid}".encode()
 
 
-def copy_for_controller(frames):
-    """The frames of a direct request or reply, as the controller's copy: ``frames`` is
-    ``[DELIM, sig, header, parent, metadata, content, *buffers]``."""
-    buffers = frames[N_FIXED + 1:]
+def kept_for_books(signed):
+    """The frames of a direct request or reply the controller's books keep: ``signed`` is
+    ``[sig, header, parent, metadata, content, *buffers]``."""
+    buffers = signed[N_FIXED:]
     if buffers and total_nbytes(buffers) > COPY_LIMIT:  # (bytes, whatever a view's format)
-        return frames[:N_FIXED + 1]
-    return frames
+        return list(signed[:N_FIXED])
+    return list(signed)
 
 
 def buffers_left_out(signed):
-    """True if ``signed`` (sig onward) is a copy whose buffers were left out: its signature
+    """True if ``signed`` (sig onward) was kept without its buffers: its signature
     has the second (buffer) MAC, yet no buffer frame follows."""
     return len(signed) == N_FIXED and len(signed[0]) == 128

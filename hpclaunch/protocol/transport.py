@@ -45,3 +45,15 @@ def recv_frames(sock, block=True):
         frame = _recv(sock, 0, False)
         parts.append(frame)
     return parts
+
+
+def wake_pair(context, name):
+    """``(reading end, writing end)`` of an inproc PAIR named ``name``: how one thread wakes
+    another that blocks in poll on its sockets."""
+    url = f"inproc://{name}"
+    reading = context.socket(zmq.PAIR)
+    reading.bind(url)
+    writing = context.socket(zmq.PAIR)
+    writing.setsockopt(zmq.LINGER, 0)
+    writing.connect(url)
+    return reading, writing

@@ -1,0 +1,198 @@
+"""The books of the direct lane, as engines report them (engine/ledger.py).
+
+Work on the direct lane goes client -> engine -> client; each engine notes the requests
+it read and the replies it sent and sends the notes here in batches (``books``). The
+hub records them as it records work it relayed itself. Because the notes come in
+batches, a query that reads the books (queue_status, result_request, history, ...) is
+held: the hub asks every engine to send what it holds (``books_request``) and answers
+once all have, or after ``BOOKS_WAIT`` seconds (an engine whose Python is stuck in C
+code without releasing the GIL cannot answer sooner; the query is then answered from
+the books as they are, which the log says).
+"""
+
+import itertools
+import logging
+import time
+
+from ..error import ProtocolError
+from ..protocol import N_FIXED
+from ..protocol.direct import buffers_left_out
+from .drain import draining_error
+from .replies import error
+from .taskdb import TaskRecord
+
+log = logging.getLogger("hpclaunch.controller")
+
+#: Longest a query about the books waits for the engines' books.
+BOOKS_WAIT = 1.0
+
+
+class HeldQuery:
+    __slots__ = ("msg", "answer", "waiting", "deadline")
+
+    def __init__(self, msg, answer, waiting, deadline):
+        self.msg, self.answer, self.waiting, self.deadline = msg, answer, waiting, deadline
+
+
+class DirectBooks:
+    def __init__(self, hub):
+        self.hub = hub
+        self._held = {}                    # token -> HeldQuery
+        self._tokens = itertools.count(1)
+
+    # -- engines' notes -------------------------------------------------------------
+    def on_books(self, msg):
+        """A batch of notes from an engine's ledger; bad ones are logged and dropped."""
+        hub = self.hub
+        try:
+            eid, notes, answers = _parse(msg)
+        except ProtocolError as e:
+            hub.reject("malformed books", msg.idents[0], e)
+            return
+        rec = hub.engines.get(eid)
+        if rec is not None:
+            if msg.idents[0] != rec.ledger:
+                hub.reject("books from a socket that is not the named engine's ledger",
+                           msg.idents[0], eid)
+                return
+            rec.ledger_up = True
+        unanswered = {}                    # requests of an engine already gone
+        blob = memoryview(msg.buffers[0]) if msg.buffers else None
+        pos = 0
+        for note in notes:
+            frames = []
+            for size in note["sizes"]:
+                frames.append(blob[pos:pos + size].tobytes())
+                pos += size
+            if note["kind"] == "request":
+                header = self._request(rec, eid, note, frames)
+                if header is not None:
+                    unanswered[header["msg_id"]] = header
+            else:
+                unanswered.pop(note["msg_id"], None)
+                self._reply(rec, eid, note, frames)
+        for header in unanswered.values():
+            hub.answer(header, error("EngineError", f"engine {eid} is gone before answering "
+                                     f"{header['msg_type']} {header['msg_id']}"
+                                     f"{hub.departed.explain(eid)}", engine_id=eid), eid)
+        for token in answers:
+            self._answered(token, eid)
+
+    def request_copy(self, msg):
+        """A client's copy of a direct request it does not wait for (it may wait unread at
+        the engine, behind work that runs): booked at once, as the engine's note would."""
+        eid = msg.metadata.get("engine")
+        rec = self.hub.engines.get(eid) if isinstance(eid, int) else None
+        if rec is None:
+            self.hub.reject("a direct-lane copy for no registered engine",
+                            msg.idents[0], f"{msg.msg_type} for engine {eid!r}")
+            return
+        h = msg.header
+        self._request(rec, eid, {"msg_id": h["msg_id"], "msg_type": h["msg_type"],
+                                 "session": h["session"], "submitted": h.get("date")},
+                      msg.frames)
+
+    def _request(self, rec, eid, note, frames):
+        """Record a request note; returns its header if the engine is already gone."""
+        hub = self.hub
+        msg_id = note["msg_id"]
+        if hub.db.get(msg_id) is not None:
+            return None                    # noted twice: the first note counts
+        header = {"msg_id": msg_id, "msg_type": note["msg_type"], "session": note["session"]}
+        submitted = note.get("submitted")
+        request = None if buffers_left_out(frames) else frames
+        hub.db.add(TaskRecord(msg_id, note["msg_type"], note["session"], eid,
+                              submitted if isinstance(submitted, (int, float)) else time.time(),
+                              request))
+        if rec is None:
+            return header
+        if rec.draining is not None and msg_id not in rec.running_at_drain:
+            # it will not run there (the engine refuses it too; that reply is dropped)
+            hub.answer(header, draining_error(rec, header["msg_type"], msg_id), eid)
+            return None
+        rec.outstanding[msg_id] = header
+        return None
+
+    def _reply(self, rec, eid, note, frames):
+        hub = self.hub
+        msg_id = note["msg_id"]
+        if rec is not None and rec.outstanding.pop(msg_id, None) is None:
+            return                         # answered here already (the engine drains)
+        if buffers_left_out(frames):
+            frames = hub.not_kept(hub.session.unpack_signed([], frames, check_replay=False,
+                                                            content=False, buffers=False))
+        task = hub.db.complete(msg_id, note["status"], frames, note.get("started"), time.time(),
+                               note.get("stdout", ""), note.get("stderr", ""))
+        if task is not None and rec is not None:
+            rec.completed += 1
+
+    # -- queries held until the books are current ------------------------------------
+    def answer_when_current(self, answer, msg):
+        """Run ``answer(hub, msg)`` once every engine has sent its books."""
+        hub = self.hub
+        engines = [r for r in hub.engines.records() if r.ledger_up]
+        if not engines:
+            answer(hub, msg)
+            return
+        token = str(next(self._tokens))
+        for r in engines:
+            hub.session.send(hub.socket, "books_request", {"token": token}, ident=r.ledger)
+        self._held[token] = HeldQuery(msg, answer, {r.id for r in engines},
+                                      time.monotonic() + BOOKS_WAIT)
+
+    def _answered(self, token, eid):
+        held = self._held.get(token)
+        if held is not None:
+            held.waiting.discard(eid)
+            if not held.waiting:
+                self._release(token)
+
+    def engine_gone(self, eid):
+        for token, held in list(self._held.items()):
+            held.waiting.discard(eid)
+            if not held.waiting:
+                self._release(token)
+
+    def next_deadline(self):
+        return min((h.deadline for h in self._held.values()), default=None)
+
+    def tick(self):
+        now = time.monotonic()
+        for token in [t for t, h in self._held.items() if h.deadline <= now]:
+            held = self._held[token]
+            log.info("answering %s without the books of engine(s) %s: no answer in %g s",
+                     held.msg.msg_type, sorted(held.waiting), BOOKS_WAIT)
+            self._release(token)
+
+    def _release(self, token):
+        held = self._held.pop(token)
+        try:
+            held.answer(self.hub, held.msg)
+        except Exception:
+            log.exception("error while answering %s; dropped it", held.msg.msg_type)
+
+
+def _parse(msg):
+    """``(engine id, notes, answers)`` of a well-formed books message, else ProtocolError."""
+    c = msg.load_content()
+    eid, notes, answers = c.get("id"), c.get("notes"), c.get("answers", [])
+    if not isinstance(eid, int) or not isinstance(notes, list) or not isinstance(answers, list):
+        raise ProtocolError("books needs an integer 'id' and lists 'notes' and 'answers'")
+    total = 0
+    for note in notes:
+        sizes = note.get("sizes") if isinstance(note, dict) else None
+        if not (isinstance(sizes, list) and len(sizes) >= N_FIXED
+                and all(isinstance(n, int) and n >= 0 for n in sizes)
+                and note.get("kind") in ("request", "reply") and isinstance(note.get("msg_id"), str)):
+            raise ProtocolError(f"bad note {str(note)[:200]}")
+        if note["kind"] == "request" and not (isinstance(note.get("msg_type"), str)
+                                              and isinstance(note.get("session"), str)):
+            raise ProtocolError(f"request note without msg_type and session: {str(note)[:200]}")
+        if note["kind"] == "reply" and not isinstance(note.get("status"), str):
+            raise ProtocolError(f"reply note without a status: {str(note)[:200]}")
+        total += sum(sizes)
+    blob = len(msg.buffers[0]) if len(msg.buffers) == 1 else None
+    if len(msg.buffers) > 1 or (blob or 0) != total:
+        raise ProtocolError(f"the notes' frames add up to {total} bytes; the message has "
+                            f"{len(msg.buffers)} buffer(s) of {blob or 0} bytes (expected one)")
+    return eid, notes, [str(a) for a in answers]
