@@ -9,14 +9,16 @@ import textwrap
 import threading
 
 import pytest
+import zmq
 
-from hpclaunch.engine import app
+from hpclaunch.engine import app, ledger as ledger_module
 from hpclaunch.engine.capture import TRUNCATION_NOTE, TaskStream, captured_output
 from hpclaunch.engine.kernel import Kernel, error_content
 from hpclaunch.engine.wire import reply_metadata, reply_type, unsigned_rejection
 from hpclaunch.error import SerializationError
 from hpclaunch.protocol import (
     DELIM,
+    Session,
     deserialize,
     json_frame,
     new_key,
@@ -193,6 +195,19 @@ def test_stream_caps_what_the_reply_keeps_but_streams_everything():
     assert "".join(text for _, text in sent) == "0123456789\n"
 
 
+def test_a_silent_task_publishes_nothing_and_a_stream_starts_empty():
+    sent, publish = collector()
+    first = TaskStream("stdout", publish, io.StringIO())
+    assert first.close_task() == "" and sent == []
+    first.flush()  # after the task: nothing pending, nothing sent
+    second = TaskStream("stdout", publish, io.StringIO())
+    second.write("own\n")  # nothing of the first stream's state is shared
+    assert second.close_task() == "own\n" and first.captured() == ""
+    nothing_kept = TaskStream("stdout", publish, io.StringIO(), limit=0)
+    nothing_kept.write("x")
+    assert nothing_kept.close_task() == TRUNCATION_NOTE
+
+
 def test_writes_after_the_task_go_to_the_real_stream():
     real = io.StringIO()
     sent, publish = collector()
@@ -297,3 +312,47 @@ def test_engine_gives_up_when_no_controller_answers(tmp_path):
     assert proc.returncode == 1
     assert f"no controller answered at tcp://127.0.0.1:{port} within 1 s" in proc.stderr
     assert json.loads(path.read_text())["key"] not in proc.stderr
+
+
+# -- the ledger (the books of the direct lane) -------------------------------------------
+
+def test_the_ledger_sends_big_books_in_pieces_with_the_answers_last(monkeypatch):
+    """Notes are shaped off the task's path; what a flush holds goes as several books
+    messages of about FLUSH_BYTES, and the controller's tokens only with the last."""
+    monkeypatch.setattr(ledger_module, "FLUSH_BYTES", 3000)
+    session = Session(new_key())
+    ctx = zmq.Context.instance()
+    controller = ctx.socket(zmq.ROUTER)
+    controller.setsockopt(zmq.LINGER, 0)
+    port = controller.bind_to_random_port("tcp://127.0.0.1")
+    ledger = ledger_module.Ledger(ctx, f"tcp://127.0.0.1:{port}", "books-unit", session)
+    try:
+        ledger.engine_id = 3  # not started: this thread sends, as the ledger thread would
+        requests = []
+        for i in range(4):
+            _, frames = session.pack("apply_request", {}, buffers=[bytes([i]) * 1000])
+            request = session.unpack(frames)
+            metadata = reply_metadata(3, "ok", stdout=f"out {i}")
+            _, reply = session.pack("apply_reply", {"status": "ok"}, request, metadata,
+                                    [b"r" * 10])
+            ledger.request(request)
+            ledger.reply(request, metadata, reply[1:])
+            requests.append(request)
+        ledger._send(["token-1"])
+        books = []
+        while controller.poll(500):
+            books.append(session.unpack(controller.recv_multipart()))
+        assert len(books) >= 3, "8 notes of ~1 KB each in books of ~3 KB"
+        assert [b.content["answers"] for b in books] == [[]] * (len(books) - 1) + [["token-1"]]
+        notes = [n for b in books for n in b.content["notes"]]
+        assert [(n["kind"], n["msg_id"]) for n in notes] == [
+            (kind, r.msg_id) for r in requests for kind in ("request", "reply")]
+        assert notes[1]["stdout"] == "out 0" and notes[0]["msg_type"] == "apply_request"
+        for b in books:
+            sizes = [size for n in b.content["notes"] for size in n["sizes"]]
+            assert sum(sizes) == len(b.buffers[0]) < 3000 + 1200
+        first = books[0].buffers[0]
+        assert first[:sum(notes[0]["sizes"])].endswith(bytes([0]) * 1000)
+    finally:
+        ledger.close()
+        controller.close()

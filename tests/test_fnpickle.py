@@ -1,6 +1,9 @@
 """Reused function pickles (protocol/fnpickle.py): reused only while provably unchanged."""
 
+import io
 import math
+
+import cloudpickle
 
 import numpy as np
 import pytest
@@ -87,3 +90,41 @@ def test_an_engine_runs_the_function_as_it_is_now(rc):
     assert view.apply_sync(f) == 10
     f.__code__ = main_function("def f(x=1):\n    return -x\n")[0].__code__
     assert view.apply_sync(f) == -5
+
+
+@pytest.mark.parametrize("args, kwargs", [
+    ((), {}),
+    ((1, "a", b"xy", None, 2.5, -0.0, 3j, True), {"k": [1, (2, "b")], "d": {"x": 1}}),
+])
+def test_plain_calls_skip_cloudpickle_yet_write_the_same_bytes(args, kwargs):
+    f, _ = main_function("def f(*a, **k):\n    return a, k\n")
+    frames = pack_apply(f, args, kwargs)
+    out = io.BytesIO()
+    cloudpickle.CloudPickler(out, protocol=5).dump((fnpickle.reusable(f), args, kwargs))
+    assert len(frames) == 1 and bytes(frames[0]) == out.getvalue()
+    g, a, k = unpack_apply(frames)
+    assert g(*a, **k) == (args, kwargs)
+
+
+@pytest.mark.parametrize("arg", [
+    lambda: 1,                       # a function: cloudpickle pickles it by value
+    np.arange(3),                    # not a plain value
+    b"x" * (1 << 17),                # big bytes travel out of band
+    {1: "a key that is not a str"},
+    [[[1]]],                         # deeper than the check looks
+])
+def test_calls_with_other_arguments_still_go_through_cloudpickle(arg, monkeypatch):
+    f, _ = main_function("def f(x):\n    return x\n")
+    calls = []
+    real = cloudpickle.CloudPickler.dump
+    monkeypatch.setattr(cloudpickle.CloudPickler, "dump",
+                        lambda self, obj: calls.append(1) or real(self, obj))
+    g, a, k = unpack_apply(pack_apply(f, (arg,)))
+    assert calls, "cloudpickle was not used"
+    value = g(*a, **k)
+    if callable(arg):
+        assert value() == 1
+    elif isinstance(arg, np.ndarray):
+        assert (value == arg).all()
+    else:
+        assert value == arg

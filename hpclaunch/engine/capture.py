@@ -23,20 +23,22 @@ class TaskStream(io.TextIOBase):
     After :meth:`close_task`, writes (from user threads that kept a reference)
     go to ``fallback``, the real stream, instead of a finished task."""
 
+    # Every task makes two streams, most of which never see a write: what a stream starts
+    # with is a class attribute until then (setting attributes of an io object is slow).
+    _kept_size = _pending_size = 0
+    _truncated = _finished = False
+    _kept = _pending = ()
+
     def __init__(self, name, publish, fallback, limit=CAPTURE_LIMIT, chunk=CHUNK):
-        super().__init__()
         self.name = name
         self._publish = publish
         self._fallback = fallback
-        self._limit = limit
-        self._chunk = chunk
+        if limit != CAPTURE_LIMIT or chunk != CHUNK:
+            self._limit, self._chunk = limit, chunk
         self._lock = threading.Lock()
-        self._kept = []
-        self._kept_size = 0
-        self._truncated = False
-        self._pending = []
-        self._pending_size = 0
-        self._finished = False
+
+    _limit = CAPTURE_LIMIT
+    _chunk = CHUNK
 
     # -- file protocol ----------------------------------------------------
     encoding = "utf-8"
@@ -56,6 +58,8 @@ class TaskStream(io.TextIOBase):
         with self._lock:
             if self._finished:
                 return self._fallback.write(text) if self._fallback is not None else len(text)
+            if not self._pending:
+                self._pending = []
             self._keep(text)
             self._pending.append(text)
             self._pending_size += len(text)
@@ -67,6 +71,8 @@ class TaskStream(io.TextIOBase):
 
     def flush(self):
         """Publish everything pending (``print(..., flush=True)`` means *now*)."""
+        if not self._pending:  # (also how io's finalizer finds most task streams)
+            return
         with self._lock:
             if not self._finished:
                 self._send(self._take_all())
@@ -75,9 +81,10 @@ class TaskStream(io.TextIOBase):
     def close_task(self):
         """Publish the rest and stop capturing; returns the captured text for metadata."""
         with self._lock:
-            self._send(self._take_all())
+            if self._pending:
+                self._send(self._take_all())
             self._finished = True
-            return self.captured()
+            return self.captured() if self._kept or self._truncated else ""
 
     def captured(self):
         text = "".join(self._kept)
@@ -92,6 +99,8 @@ class TaskStream(io.TextIOBase):
         if len(text) > room:
             text = text[:room]
             self._truncated = True
+        if not self._kept:
+            self._kept = []
         self._kept.append(text)
         self._kept_size += len(text)
 

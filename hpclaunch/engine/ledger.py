@@ -9,7 +9,8 @@ it and each reply as it sends it, and a thread of its own sends the notes as one
 ``books`` message (docs/protocol.md, "The books of the direct lane"):
 
 - at most ``FLUSH_AFTER`` seconds after the first unsent note, or at once past
-  ``FLUSH_ENTRIES`` notes or ``FLUSH_BYTES`` bytes (it wakes once per batch, not per note);
+  ``FLUSH_ENTRIES`` notes (it wakes once per batch, not per note), in messages of at most
+  about ``FLUSH_BYTES`` bytes of frames;
 - at once when the controller asks (``books_request``): it answers queries about the
   books only after every engine has sent what it holds;
 - when the engine leaves.
@@ -30,14 +31,16 @@ from .logs import logger
 
 #: Longest a note waits before it is sent.
 FLUSH_AFTER = 0.01
-#: A batch goes at once when it holds this many notes ...
+#: A batch goes at once when it holds this many notes.
 FLUSH_ENTRIES = 256
-#: ... or this many bytes of frames.
+#: One books message carries about this many bytes of frames at most (a note keeps at most
+#: direct.COPY_LIMIT of buffers, so the main thread need not size what it notes).
 FLUSH_BYTES = 8 << 20
 
 
 class Ledger:
-    """Notes from the main thread (``request``, ``reply``); sending on its own thread."""
+    """Notes from the main thread (``request``, ``reply``); shaping and sending on its own
+    thread."""
 
     def __init__(self, context, url, identity, session, curve=None):
         self.identity = identity
@@ -51,7 +54,7 @@ class Ledger:
         self.socket.connect(url)
         self._wake_in, self._wake_out = wake_pair(context, f"hpclaunch-ledger-{identity}")
         self._lock = threading.Lock()
-        self._notes, self._frames, self._nbytes = [], [], 0
+        self._raw = []                # (request header, reply metadata or None, frames)
         self._since = None            # when the oldest unsent note was made
         self._thread = threading.Thread(target=self._run, name="ledger", daemon=True)
 
@@ -62,27 +65,19 @@ class Ledger:
 
     def request(self, msg):
         """A direct work request was read (``msg`` as verified)."""
-        h = msg.header
-        self._note({"kind": "request", "msg_id": h["msg_id"], "msg_type": h["msg_type"],
-                    "session": h["session"], "submitted": h.get("date")},
-                   kept_for_books(msg.frames))
+        self._note((msg.header, None, msg.frames))
 
     def reply(self, request, metadata, frames):
         """The reply to direct request ``request`` went out: ``frames`` from the signature on."""
-        self._note({"kind": "reply", "msg_id": request.msg_id, "status": metadata["status"],
-                    "started": metadata.get("started"), "completed": metadata.get("completed"),
-                    "stdout": metadata.get("stdout", ""), "stderr": metadata.get("stderr", "")},
-                   kept_for_books(frames))
+        self._note((request.header, metadata, frames))
 
-    def _note(self, note, frames):
-        sizes = [nbytes(f) for f in frames]
-        note["sizes"] = sizes
+    def _note(self, raw):
+        """Keep what a note needs (the ledger thread shapes it): the task's critical path
+        pays only for an append."""
         with self._lock:
-            first = not self._notes
-            self._notes.append(note)
-            self._frames.extend(frames)
-            self._nbytes += sum(sizes)
-            full = len(self._notes) >= FLUSH_ENTRIES or self._nbytes >= FLUSH_BYTES
+            first = not self._raw
+            self._raw.append(raw)
+            full = len(self._raw) >= FLUSH_ENTRIES
             if first:
                 self._since = time.monotonic()
         if first or full:
@@ -150,14 +145,44 @@ class Ledger:
         return tokens
 
     def _send(self, tokens, hello=False):
+        """Send what was noted, as batches of at most ``FLUSH_BYTES`` of frames; the
+        controller's tokens go with the last, after every note it asked for."""
         with self._lock:
-            notes, frames = self._notes, self._frames
-            self._notes, self._frames, self._nbytes, self._since = [], [], 0, None
-        if notes or tokens or hello:
+            raw, self._raw, self._since = self._raw, [], None
+        batches = list(_batches(raw)) or [([], [])]
+        for i, (notes, frames) in enumerate(batches):
+            last = i == len(batches) - 1
+            if not notes and not (last and (tokens or hello)):
+                continue
             # one buffer: signing and sending 12 small frames per task cost the GIL ~10x more
             self._session.send(self.socket, "books", {
-                "id": self.engine_id, "notes": notes, "answers": tokens or []},
+                "id": self.engine_id, "notes": notes, "answers": tokens if last else []},
                 buffers=[b"".join(frames)] if frames else [])
+
+
+def _batches(raw):
+    """``(notes, frames)`` batches, as docs/protocol.md lists notes, from ``Ledger._note``'s
+    tuples; a batch closes once its frames reach ``FLUSH_BYTES``."""
+    notes, frames, size = [], [], 0
+    for header, metadata, signed in raw:
+        kept = kept_for_books(signed)
+        if metadata is None:
+            note = {"kind": "request", "msg_id": header["msg_id"],
+                    "msg_type": header["msg_type"], "session": header["session"],
+                    "submitted": header.get("date")}
+        else:
+            note = {"kind": "reply", "msg_id": header["msg_id"], "status": metadata["status"],
+                    "started": metadata.get("started"), "completed": metadata.get("completed"),
+                    "stdout": metadata.get("stdout", ""), "stderr": metadata.get("stderr", "")}
+        note["sizes"] = sizes = [nbytes(f) for f in kept]
+        notes.append(note)
+        frames.extend(kept)
+        size += sum(sizes)
+        if size >= FLUSH_BYTES:
+            yield notes, frames
+            notes, frames, size = [], [], 0
+    if notes:
+        yield notes, frames
 
 
 def _drain(sock):

@@ -12,7 +12,7 @@ import pickle
 import cloudpickle
 
 from ..error import SerializationError
-from .fnpickle import reusable
+from .fnpickle import Pickled, reusable
 
 #: Buffers smaller than this stay inside the pickle (a frame has overhead too).
 OOB_THRESHOLD = 64 * 1024
@@ -57,6 +57,21 @@ def _swap_big_bytes(obj, threshold, depth=2):
 _PLAIN = frozenset([type(None), bool, int, float, complex, str])
 
 
+def _plain(obj, depth=2):
+    """True if ``obj`` is made of plain values only (at most two containers deep, small
+    bytes): pickle and cloudpickle write it alike, in band."""
+    kind = type(obj)
+    if kind in _PLAIN:
+        return True
+    if kind in (bytes, bytearray):
+        return len(obj) < OOB_THRESHOLD
+    if depth == 0 or kind not in (tuple, list, dict):
+        return False
+    values = obj.values() if kind is dict else obj
+    return all(_plain(v, depth - 1) for v in values) and (
+        kind is not dict or all(type(k) is str for k in obj))
+
+
 def serialize(obj, threshold=OOB_THRESHOLD):
     """Return ``[pickle, *buffers]``: the pickle bytes then out-of-band memoryviews."""
     if type(obj) in _PLAIN:
@@ -93,8 +108,11 @@ def pack_apply(f, args=(), kwargs=None):
     """Frames for ``f(*args, **kwargs)``. Fails before anything is sent, naming the culprit.
     ``f``'s pickle is reused from an earlier call when that is provably safe (fnpickle.py)."""
     kwargs = kwargs or {}
+    call = (reusable(f), tuple(args), dict(kwargs))
+    if type(call[0]) is Pickled and _plain(call[1]) and _plain(call[2]):
+        return [pickle.dumps(call, protocol=5)]  # cloudpickle would write the same bytes
     try:
-        return serialize((reusable(f), tuple(args), dict(kwargs)))
+        return serialize(call)
     except SerializationError:
         pass
     # find which piece cannot be pickled, so the error names it
