@@ -3,6 +3,7 @@ direct work they read and answer, send the notes in batches, and the controller 
 questions about its books once every engine has sent what it holds."""
 
 import concurrent.futures
+import os
 import time
 
 import pytest
@@ -11,6 +12,7 @@ import zmq
 import hpclaunch as hl
 from hpclaunch import error
 from hpclaunch.controller.books import BOOKS_WAIT
+from hpclaunch.engine.ledger import batches as ledger_batches
 from hpclaunch.protocol import Session, paths, read_connection_file
 from conftest import wait_until
 from standin import stand_in
@@ -60,23 +62,24 @@ def _ledger_socket(cluster):
 
 
 def _task(as_client, as_engine, fake, stdout="noted\n", reply=True):
-    """Notes and frames of one direct execute_request (and its reply); a books message
-    carries the frames joined in one buffer."""
+    """One direct execute_request (and its reply) as the engine's ledger notes them:
+    ``(msg_id, notes)``; ``_books`` makes the books of notes."""
     header, request = as_client.pack("execute_request", {"code": "pass"},
                                      metadata={"engine": fake, "direct": True})
-    notes = [{"kind": "request", "msg_id": header["msg_id"], "msg_type": "execute_request",
-              "session": header["session"], "submitted": header["date"],
-              "sizes": [len(f) for f in request[1:]]}]
-    frames = request[1:]
+    notes = [(header, None, request[1:])]
     if reply:
-        _, answer = as_engine.pack("execute_reply", {"status": "ok"}, parent=header, metadata={
-            "engine_id": fake, "status": "ok", "started": time.time(),
-            "completed": time.time(), "stdout": stdout, "stderr": "", "direct": True})
-        notes.append({"kind": "reply", "msg_id": header["msg_id"], "status": "ok",
-                      "started": time.time(), "completed": time.time(), "stdout": stdout,
-                      "stderr": "", "sizes": [len(f) for f in answer[1:]]})
-        frames += answer[1:]
-    return header["msg_id"], notes, frames
+        metadata = {"engine_id": fake, "status": "ok", "started": time.time(),
+                    "completed": time.time(), "stdout": stdout, "stderr": "", "direct": True}
+        _, answer = as_engine.pack("execute_reply", {"status": "ok"}, parent=header,
+                                   metadata=metadata)
+        notes.append((header, metadata, answer[1:]))
+    return header["msg_id"], notes
+
+
+def _books(notes):
+    """The rows and the one buffer of books holding ``notes``, as the ledger sends them."""
+    (rows, frames), = ledger_batches(notes)
+    return rows, [b"".join(frames)]
 
 
 def test_a_query_waits_for_the_books_and_bad_books_are_dropped(start_cluster):
@@ -86,8 +89,8 @@ def test_a_query_waits_for_the_books_and_bad_books_are_dropped(start_cluster):
     try:
         with stand_in(cluster, books=LEDGER_ID) as (engine, _client, as_engine, as_client, fake):
             wait_until(lambda: fake in rc.ids, what="the stand-in engine known to the client")
-            as_engine.send(ledger, "books", {"id": fake, "notes": [], "answers": []})
-            msg_id, notes, frames = _task(as_client, as_engine, fake)
+            as_engine.send(ledger, "books", {"id": fake, "answers": []})
+            msg_id, notes = _task(as_client, as_engine, fake)
             while True:  # until the controller has read the hello (it came on another socket)
                 asked = pool.submit(rc.queue_status, fake)
                 if ledger.poll(2000):
@@ -96,8 +99,10 @@ def test_a_query_waits_for_the_books_and_bad_books_are_dropped(start_cluster):
             token = as_engine.unpack(ledger.recv_multipart()).content["token"]
             time.sleep(0.2)
             assert not asked.done()  # held until this engine sends its books
-            as_engine.send(ledger, "books", {"id": fake, "notes": notes, "answers": [token]},
-                           buffers=[b"".join(frames)])
+            rows, buffers = _books(notes)
+            assert len(rows["tasks"]) == 1, "a request and its reply in one batch: one row"
+            as_engine.send(ledger, "books", {"id": fake, **rows, "answers": [token]},
+                           buffers=buffers)
             assert asked.result(5) == {"queue": 0, "tasks": 0, "completed": 1}
             stored = rc.get_result(msg_id)  # finished: answered without asking the engines
             stored.get(5)
@@ -105,25 +110,32 @@ def test_a_query_waits_for_the_books_and_bad_books_are_dropped(start_cluster):
 
             bad = []
             for content, sock, session in (
-                ({"id": fake, "notes": "x"}, ledger, as_engine),
-                ({"id": fake, "notes": [{"kind": "request", "msg_id": "m"}]}, ledger, as_engine),
+                ({"id": fake, "notes": []}, ledger, as_engine),  # 1.4 books (logged first)
+                ({"id": fake, "tasks": "x"}, ledger, as_engine),
+                ({"id": fake, "requests": [["m", "execute_request"]]}, ledger, as_engine),
                 (None, engine, as_engine),                      # not the ledger's socket
                 (None, ledger, Session("not-the-cluster-key")),
             ):
-                bad_id, notes, frames = _task(as_client, as_engine, fake)
+                bad_id, notes = _task(as_client, as_engine, fake)
                 bad.append(bad_id)
+                rows, buffers = _books(notes)
                 if content is None:
-                    content = {"id": fake, "notes": notes, "answers": []}
-                session.send(sock, "books", content, buffers=[b"".join(frames)])
-            notes[0]["sizes"][0] += 1                           # the frames do not add up
-            session = as_engine
-            session.send(ledger, "books", {"id": fake, "notes": notes}, buffers=[b"".join(frames)])
+                    content = {"id": fake, **rows, "answers": []}
+                session.send(sock, "books", content, buffers=buffers)
+            bad_id, notes = _task(as_client, as_engine, fake)
+            bad.append(bad_id)
+            rows, buffers = _books(notes)
+            rows["tasks"][0][4][0] += 1                         # the frames do not add up
+            as_engine.send(ledger, "books", {"id": fake, **rows}, buffers=buffers)
 
             started = time.monotonic()   # the stand-in answers no more books_request
             history = rc.hub_history()
             assert BOOKS_WAIT * 0.8 < time.monotonic() - started < BOOKS_WAIT + 3
             assert msg_id in history and not set(bad) & set(history)
             assert rc.queue_status(fake)["completed"] == 1
+            log = os.path.join(paths.logs_dir(cluster.profile_dir), "controller.log")
+            with open(log) as f:
+                assert "come from a protocol 1.4 engine" in f.read()
     finally:
         pool.shutdown()
         ledger.close()
@@ -139,10 +151,10 @@ def test_books_of_an_engine_already_gone_are_kept(start_cluster):
             wait_until(lambda: fake in rc.ids, what="the stand-in engine known to the client")
             as_engine.send(engine, "unregistration_request", {"id": fake})
             wait_until(lambda: fake not in rc.ids, what="the stand-in engine gone")
-            done_id, notes, frames = _task(as_client, as_engine, fake, stdout="late\n")
-            lost_id, lost_notes, lost_frames = _task(as_client, as_engine, fake, reply=False)
-            as_engine.send(ledger, "books", {"id": fake, "notes": notes + lost_notes},
-                           buffers=[b"".join(frames + lost_frames)])
+            done_id, notes = _task(as_client, as_engine, fake, stdout="late\n")
+            lost_id, lost_notes = _task(as_client, as_engine, fake, reply=False)
+            rows, buffers = _books(notes + lost_notes)
+            as_engine.send(ledger, "books", {"id": fake, **rows}, buffers=buffers)
             done = rc.get_result(done_id)
             done.get(5)
             assert done.metadata["stdout"] == "late\n"

@@ -317,8 +317,9 @@ def test_engine_gives_up_when_no_controller_answers(tmp_path):
 # -- the ledger (the books of the direct lane) -------------------------------------------
 
 def test_the_ledger_sends_big_books_in_pieces_with_the_answers_last(monkeypatch):
-    """Notes are shaped off the task's path; what a flush holds goes as several books
-    messages of about FLUSH_BYTES, and the controller's tokens only with the last."""
+    """Rows are shaped off the task's path: a request answered in the same books is one
+    task row; what a flush holds goes as several books messages of about FLUSH_BYTES, and
+    the controller's tokens only with the last."""
     monkeypatch.setattr(ledger_module, "FLUSH_BYTES", 3000)
     session = Session(new_key())
     ctx = zmq.Context.instance()
@@ -332,27 +333,44 @@ def test_the_ledger_sends_big_books_in_pieces_with_the_answers_last(monkeypatch)
         for i in range(4):
             _, frames = session.pack("apply_request", {}, buffers=[bytes([i]) * 1000])
             request = session.unpack(frames)
+            requests.append(request)
+            ledger.request(request)
+            if i == 1:
+                continue  # answered after the next one is read
             metadata = reply_metadata(3, "ok", stdout=f"out {i}")
             _, reply = session.pack("apply_reply", {"status": "ok"}, request, metadata,
                                     [b"r" * 10])
-            ledger.request(request)
             ledger.reply(request, metadata, reply[1:])
-            requests.append(request)
+            if i == 2:
+                metadata = reply_metadata(3, "ok", stdout="out 1")
+                _, reply = session.pack("apply_reply", {"status": "ok"}, requests[1],
+                                        metadata, [b"r" * 10])
+                ledger.reply(requests[1], metadata, reply[1:])
         ledger._send(["token-1"])
         books = []
         while controller.poll(500):
             books.append(session.unpack(controller.recv_multipart()))
-        assert len(books) >= 3, "8 notes of ~1 KB each in books of ~3 KB"
         assert [b.content["answers"] for b in books] == [[]] * (len(books) - 1) + [["token-1"]]
-        notes = [n for b in books for n in b.content["notes"]]
-        assert [(n["kind"], n["msg_id"]) for n in notes] == [
-            (kind, r.msg_id) for r in requests for kind in ("request", "reply")]
-        assert notes[1]["stdout"] == "out 0" and notes[0]["msg_type"] == "apply_request"
+        rows = [(kind, row) for b in books for kind in ("requests", "tasks", "replies")
+                for row in b.content[kind]]
+        ids = [r.msg_id for r in requests]
+        booked = sorted((row[0], kind) for kind, row in rows)
+        # (a request's frames are ~1.3 KB, a reply's ~0.6 KB.) Request 1 closes the first
+        # books before its reply comes, and request 3 the second: each is a request row,
+        # then a reply row; tasks 0 and 2 are one row each
+        assert booked == sorted([(ids[0], "tasks"), (ids[1], "requests"), (ids[1], "replies"),
+                                 (ids[2], "tasks"), (ids[3], "requests"), (ids[3], "replies")])
+        assert len(books) == 3
+        task = next(row for kind, row in rows if kind == "tasks" and row[0] == ids[0])
+        assert task[1] == "apply_request" and task[5] == "ok" and task[8] == "out 0"
         for b in books:
-            sizes = [size for n in b.content["notes"] for size in n["sizes"]]
-            assert sum(sizes) == len(b.buffers[0]) < 3000 + 1200
-        first = books[0].buffers[0]
-        assert first[:sum(notes[0]["sizes"])].endswith(bytes([0]) * 1000)
+            sizes = [n for kind in ("requests", "tasks", "replies") for row in b.content[kind]
+                     for field in row if isinstance(field, list) for n in field]
+            assert sum(sizes) == len(b.buffers[0]) < 3000 + 2000
+        # the buffer holds the request rows' frames first, then the task rows'
+        blob, first = books[0].buffers[0], books[0].content["requests"][0][4]
+        assert blob[:sum(first)].endswith(bytes([1]) * 1000)
+        assert blob[sum(first):].find(bytes([0]) * 1000) > 0
     finally:
         ledger.close()
         controller.close()

@@ -40,12 +40,12 @@ class DirectBooks:
         self._held = {}                    # token -> HeldQuery
         self._tokens = itertools.count(1)
 
-    # -- engines' notes -------------------------------------------------------------
+    # -- engines' books -------------------------------------------------------------
     def on_books(self, msg):
-        """A batch of notes from an engine's ledger; bad ones are logged and dropped."""
+        """A batch of rows from an engine's ledger; bad books are logged and dropped."""
         hub = self.hub
         try:
-            eid, notes, answers = _parse(msg)
+            eid, requests, tasks, replies, answers = _parse(msg)
         except ProtocolError as e:
             hub.reject("malformed books", msg.idents[0], e)
             return
@@ -56,22 +56,20 @@ class DirectBooks:
                            msg.idents[0], eid)
                 return
             rec.ledger_up = True
-        unanswered = {}                    # requests of an engine already gone
-        blob = memoryview(msg.buffers[0]) if msg.buffers else None
-        pos = 0
-        for note in notes:
-            frames = []
-            for size in note["sizes"]:
-                frames.append(blob[pos:pos + size].tobytes())
-                pos += size
-            if note["kind"] == "request":
-                header = self._request(rec, eid, note, frames)
-                if header is not None:
-                    unanswered[header["msg_id"]] = header
-            else:
-                unanswered.pop(note["msg_id"], None)
-                self._reply(rec, eid, note, frames)
-        for header in unanswered.values():
+        frames = _Frames(msg.buffers[0] if msg.buffers else b"")
+        unanswered = []                    # requests of an engine already gone
+        for msg_id, msg_type, session, submitted, sizes in requests:
+            header = self._request(rec, eid, msg_id, msg_type, session, submitted,
+                                   frames.take(sizes))
+            if header is not None:
+                unanswered.append(header)
+        for (msg_id, msg_type, session, submitted, sizes,
+             status, started, _completed, stdout, stderr, reply_sizes) in tasks:
+            self._request(rec, eid, msg_id, msg_type, session, submitted, frames.take(sizes))
+            self._reply(rec, msg_id, status, started, stdout, stderr, frames.take(reply_sizes))
+        for msg_id, status, started, _completed, stdout, stderr, sizes in replies:
+            self._reply(rec, msg_id, status, started, stdout, stderr, frames.take(sizes))
+        for header in unanswered:
             hub.answer(header, error("EngineError", f"engine {eid} is gone before answering "
                                      f"{header['msg_type']} {header['msg_id']}"
                                      f"{hub.departed.explain(eid)}", engine_id=eid), eid)
@@ -80,7 +78,7 @@ class DirectBooks:
 
     def request_copy(self, msg):
         """A client's copy of a direct request it does not wait for (it may wait unread at
-        the engine, behind work that runs): booked at once, as the engine's note would."""
+        the engine, behind work that runs): booked at once, as the engine's row would."""
         eid = msg.metadata.get("engine")
         rec = self.hub.engines.get(eid) if isinstance(eid, int) else None
         if rec is None:
@@ -88,41 +86,36 @@ class DirectBooks:
                             msg.idents[0], f"{msg.msg_type} for engine {eid!r}")
             return
         h = msg.header
-        self._request(rec, eid, {"msg_id": h["msg_id"], "msg_type": h["msg_type"],
-                                 "session": h["session"], "submitted": h.get("date")},
+        self._request(rec, eid, h["msg_id"], h["msg_type"], h["session"], h.get("date"),
                       msg.frames)
 
-    def _request(self, rec, eid, note, frames):
-        """Record a request note; returns its header if the engine is already gone."""
+    def _request(self, rec, eid, msg_id, msg_type, session, submitted, frames):
+        """Record a direct request; returns its header if the engine is already gone."""
         hub = self.hub
-        msg_id = note["msg_id"]
         if hub.db.get(msg_id) is not None:
-            return None                    # noted twice: the first note counts
-        header = {"msg_id": msg_id, "msg_type": note["msg_type"], "session": note["session"]}
-        submitted = note.get("submitted")
+            return None                    # booked twice: the first counts
+        header = {"msg_id": msg_id, "msg_type": msg_type, "session": session}
         request = None if buffers_left_out(frames) else frames
-        hub.db.add(TaskRecord(msg_id, note["msg_type"], note["session"], eid,
+        hub.db.add(TaskRecord(msg_id, msg_type, session, eid,
                               submitted if isinstance(submitted, (int, float)) else time.time(),
                               request))
         if rec is None:
             return header
         if rec.draining is not None and msg_id not in rec.running_at_drain:
             # it will not run there (the engine refuses it too; that reply is dropped)
-            hub.answer(header, draining_error(rec, header["msg_type"], msg_id), eid)
+            hub.answer(header, draining_error(rec, msg_type, msg_id), eid)
             return None
         rec.outstanding[msg_id] = header
         return None
 
-    def _reply(self, rec, eid, note, frames):
+    def _reply(self, rec, msg_id, status, started, stdout, stderr, frames):
         hub = self.hub
-        msg_id = note["msg_id"]
         if rec is not None and rec.outstanding.pop(msg_id, None) is None:
             return                         # answered here already (the engine drains)
         if buffers_left_out(frames):
             frames = hub.not_kept(hub.session.unpack_signed([], frames, check_replay=False,
                                                             content=False, buffers=False))
-        task = hub.db.complete(msg_id, note["status"], frames, note.get("started"), time.time(),
-                               note.get("stdout", ""), note.get("stderr", ""))
+        task = hub.db.complete(msg_id, status, frames, started, time.time(), stdout, stderr)
         if task is not None and rec is not None:
             rec.completed += 1
 
@@ -172,27 +165,55 @@ class DirectBooks:
             log.exception("error while answering %s; dropped it", held.msg.msg_type)
 
 
+class _Frames:
+    """The frames of the rows, read off the books' one buffer in order."""
+
+    def __init__(self, blob):
+        self._blob, self._pos = memoryview(blob), 0
+
+    def take(self, sizes):
+        out = []
+        for size in sizes:
+            out.append(self._blob[self._pos:self._pos + size].tobytes())
+            self._pos += size
+        return out
+
+
+_TEXT, _TIME = (str,), (int, float, type(None))
+_SIZES = (list,)
+#: The types of each field of a row, by kind (docs/protocol.md).
+_REQUEST = (_TEXT, _TEXT, _TEXT, _TIME, _SIZES)
+_REPLY = (_TEXT, _TIME, _TIME, _TEXT, _TEXT, _SIZES)
+_ROWS = {"requests": _REQUEST, "tasks": _REQUEST + _REPLY, "replies": (_TEXT,) + _REPLY}
+
+
 def _parse(msg):
-    """``(engine id, notes, answers)`` of a well-formed books message, else ProtocolError."""
+    """``(engine id, requests, tasks, replies, answers)`` of well-formed books, else
+    ProtocolError."""
     c = msg.load_content()
-    eid, notes, answers = c.get("id"), c.get("notes"), c.get("answers", [])
-    if not isinstance(eid, int) or not isinstance(notes, list) or not isinstance(answers, list):
-        raise ProtocolError("books needs an integer 'id' and lists 'notes' and 'answers'")
+    eid, answers = c.get("id"), c.get("answers", [])
+    if not isinstance(eid, int) or not isinstance(answers, list):
+        raise ProtocolError("books needs an integer 'id' and a list 'answers'")
+    if "notes" in c:
+        raise ProtocolError("books with 'notes' come from a protocol 1.4 engine; this "
+                            "controller reads 1.5 rows: run one hpclaunch version throughout")
     total = 0
-    for note in notes:
-        sizes = note.get("sizes") if isinstance(note, dict) else None
-        if not (isinstance(sizes, list) and len(sizes) >= N_FIXED
-                and all(isinstance(n, int) and n >= 0 for n in sizes)
-                and note.get("kind") in ("request", "reply") and isinstance(note.get("msg_id"), str)):
-            raise ProtocolError(f"bad note {str(note)[:200]}")
-        if note["kind"] == "request" and not (isinstance(note.get("msg_type"), str)
-                                              and isinstance(note.get("session"), str)):
-            raise ProtocolError(f"request note without msg_type and session: {str(note)[:200]}")
-        if note["kind"] == "reply" and not isinstance(note.get("status"), str):
-            raise ProtocolError(f"reply note without a status: {str(note)[:200]}")
-        total += sum(sizes)
+    rows = []
+    for kind, shape in _ROWS.items():
+        listed = c.get(kind, [])
+        if not isinstance(listed, list):
+            raise ProtocolError(f"books' {kind!r} is not a list")
+        for row in listed:
+            if not (isinstance(row, list) and len(row) == len(shape)
+                    and all(type(v) in types for v, types in zip(row, shape))):
+                raise ProtocolError(f"bad row in {kind}: {str(row)[:200]}")
+            for sizes in (row[i] for i, types in enumerate(shape) if types is _SIZES):
+                if len(sizes) < N_FIXED or not all(type(n) is int and n >= 0 for n in sizes):
+                    raise ProtocolError(f"bad frame sizes in {kind}: {str(row)[:200]}")
+                total += sum(sizes)
+        rows.append(listed)
     blob = len(msg.buffers[0]) if len(msg.buffers) == 1 else None
     if len(msg.buffers) > 1 or (blob or 0) != total:
-        raise ProtocolError(f"the notes' frames add up to {total} bytes; the message has "
+        raise ProtocolError(f"the rows' frames add up to {total} bytes; the message has "
                             f"{len(msg.buffers)} buffer(s) of {blob or 0} bytes (expected one)")
-    return eid, notes, [str(a) for a in answers]
+    return (eid, *rows, [str(a) for a in answers])

@@ -145,44 +145,68 @@ class Ledger:
         return tokens
 
     def _send(self, tokens, hello=False):
-        """Send what was noted, as batches of at most ``FLUSH_BYTES`` of frames; the
+        """Send what was noted, as books of at most about ``FLUSH_BYTES`` of frames; the
         controller's tokens go with the last, after every note it asked for."""
         with self._lock:
             raw, self._raw, self._since = self._raw, [], None
-        batches = list(_batches(raw)) or [([], [])]
-        for i, (notes, frames) in enumerate(batches):
-            last = i == len(batches) - 1
-            if not notes and not (last and (tokens or hello)):
+        books = list(batches(raw)) or [({}, [])]
+        for i, (rows, frames) in enumerate(books):
+            last = i == len(books) - 1
+            if not rows and not (last and (tokens or hello)):
                 continue
             # one buffer: signing and sending 12 small frames per task cost the GIL ~10x more
             self._session.send(self.socket, "books", {
-                "id": self.engine_id, "notes": notes, "answers": tokens if last else []},
+                "id": self.engine_id, **rows, "answers": tokens if last else []},
                 buffers=[b"".join(frames)] if frames else [])
 
 
-def _batches(raw):
-    """``(notes, frames)`` batches, as docs/protocol.md lists notes, from ``Ledger._note``'s
-    tuples; a batch closes once its frames reach ``FLUSH_BYTES``."""
-    notes, frames, size = [], [], 0
+def batches(raw):
+    """``(rows, frames)`` of books, from ``Ledger._note``'s tuples in the order noted: rows
+    ``{"requests": [...], "tasks": [...], "replies": [...]}`` as docs/protocol.md lists
+    them, and their frames in that order. A request and its reply in one batch make one
+    task row (most do: rows cost the controller per row). A batch closes once its frames
+    reach ``FLUSH_BYTES``."""
+    entries, replies, size = {}, [], 0     # msg_id -> [request row, frames, reply row, frames]
     for header, metadata, signed in raw:
         kept = kept_for_books(signed)
+        sizes = [nbytes(f) for f in kept]
+        msg_id = header["msg_id"]
         if metadata is None:
-            note = {"kind": "request", "msg_id": header["msg_id"],
-                    "msg_type": header["msg_type"], "session": header["session"],
-                    "submitted": header.get("date")}
+            if msg_id not in entries:      # (noted twice: the first counts, as it does there)
+                entries[msg_id] = [[msg_id, header["msg_type"], header["session"],
+                                    header.get("date"), sizes], kept, None, None]
         else:
-            note = {"kind": "reply", "msg_id": header["msg_id"], "status": metadata["status"],
-                    "started": metadata.get("started"), "completed": metadata.get("completed"),
-                    "stdout": metadata.get("stdout", ""), "stderr": metadata.get("stderr", "")}
-        note["sizes"] = sizes = [nbytes(f) for f in kept]
-        notes.append(note)
-        frames.extend(kept)
+            row = [metadata["status"], metadata.get("started"), metadata.get("completed"),
+                   metadata.get("stdout", ""), metadata.get("stderr", ""), sizes]
+            entry = entries.get(msg_id)
+            if entry is not None and entry[2] is None:
+                entry[2:] = row, kept
+            else:
+                replies.append(([msg_id, *row], kept))
         size += sum(sizes)
         if size >= FLUSH_BYTES:
-            yield notes, frames
-            notes, frames, size = [], [], 0
-    if notes:
-        yield notes, frames
+            yield _shaped(entries, replies)
+            entries, replies, size = {}, [], 0
+    if entries or replies:
+        yield _shaped(entries, replies)
+
+
+def _shaped(entries, replies):
+    rows = {"requests": [], "tasks": [], "replies": []}
+    frames = []
+    for request, kept, reply, reply_kept in entries.values():
+        if reply is None:
+            rows["requests"].append(request)
+            frames.extend(kept)
+    for request, kept, reply, reply_kept in entries.values():
+        if reply is not None:
+            rows["tasks"].append(request + reply)
+            frames.extend(kept)
+            frames.extend(reply_kept)
+    for row, kept in replies:
+        rows["replies"].append(row)
+        frames.extend(kept)
+    return rows, frames
 
 
 def _drain(sock):

@@ -34,7 +34,7 @@ from .bulk import (
 from .transport import send_frames
 
 DELIM = b"<IDS|MSG>"
-PROTOCOL_VERSION = "1.4"
+PROTOCOL_VERSION = "1.5"
 SIGNATURE_SCHEME = "hmac-sha256"
 #: Streamed messages whose check a receiver remembers until they are verified (vouch()).
 MAX_VOUCHED = 64
