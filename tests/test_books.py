@@ -11,9 +11,9 @@ import zmq
 
 import hpclaunch as hl
 from hpclaunch import error
-from hpclaunch.controller.books import BOOKS_WAIT
+from hpclaunch.controller.books import BOOKS_WAIT, _parse as parse_books
 from hpclaunch.engine.ledger import batches as ledger_batches
-from hpclaunch.protocol import Session, paths, read_connection_file
+from hpclaunch.protocol import Session, new_key, paths, read_connection_file
 from conftest import wait_until
 from standin import stand_in
 
@@ -162,3 +162,28 @@ def test_books_of_an_engine_already_gone_are_kept(start_cluster):
                 rc.get_result(lost_id).get(5)
     finally:
         ledger.close()
+
+
+def _books_message(content, buffer):
+    session = Session(new_key())
+    _, frames = session.pack("books", content, buffers=[buffer] if buffer is not None else [])
+    return session.unpack([b"books-x", *frames])
+
+
+@pytest.mark.parametrize("bad_row, why", [
+    (["m", "apply_request", "s", 1.0], "bad row"),                         # too short
+    (["m", "apply_request", "s", "yesterday", [1] * 5], "bad row"),        # a text date
+    (["m", "apply_request", "s", 1.0, [1, 1, 1, 1, True]], "bad frame sizes"),
+    (["m", "apply_request", "s", 1.0, [1, 1, 1, 1, -1]], "bad frame sizes"),
+    (["m", "apply_request", "s", 1.0, [1, 1, 1, 1.0, 1]], "bad frame sizes"),
+    (["m", "apply_request", "s", 1.0, [1, 1, 1, 1]], "bad frame sizes"),    # < 5 frames
+    (None, "is not a list"),                    # "requests" itself is not a list
+])
+def test_malformed_rows_are_refused_before_anything_is_booked(bad_row, why):
+    good = ["g", "apply_request", "s", None, [1] * 5]
+    content = {"id": 1, "requests": [good, bad_row] if bad_row is not None else "rows"}
+    with pytest.raises(error.ProtocolError, match=why):
+        parse_books(_books_message(content, b"x" * 10))
+    assert parse_books(_books_message({"id": 1, "requests": [good]}, b"x" * 5))[1] == [good]
+    with pytest.raises(error.ProtocolError, match="add up to 5 bytes"):
+        parse_books(_books_message({"id": 1, "requests": [good]}, b"x" * 6))

@@ -169,22 +169,24 @@ class _Frames:
     """The frames of the rows, read off the books' one buffer in order."""
 
     def __init__(self, blob):
-        self._blob, self._pos = memoryview(blob), 0
+        # one copy to bytes, whose slices are bytes at once (a memoryview's need .tobytes())
+        self._blob, self._pos = blob if type(blob) is bytes else bytes(blob), 0
 
     def take(self, sizes):
-        out = []
-        for size in sizes:
-            out.append(self._blob[self._pos:self._pos + size].tobytes())
-            self._pos += size
-        return out
+        ends = list(itertools.accumulate(sizes, initial=self._pos))
+        self._pos = ends[-1]
+        blob = self._blob
+        return [blob[a:b] for a, b in zip(ends, ends[1:])]
 
 
-_TEXT, _TIME = (str,), (int, float, type(None))
-_SIZES = (list,)
-#: The types of each field of a row, by kind (docs/protocol.md).
+_TEXT, _TIME, _SIZES = (str,), (int, float, type(None)), (list,)
+#: The types each field of a row may have, by kind (docs/protocol.md).
 _REQUEST = (_TEXT, _TEXT, _TEXT, _TIME, _SIZES)
 _REPLY = (_TEXT, _TIME, _TIME, _TEXT, _TEXT, _SIZES)
-_ROWS = {"requests": _REQUEST, "tasks": _REQUEST + _REPLY, "replies": (_TEXT,) + _REPLY}
+_FIELDS = {"requests": _REQUEST, "tasks": _REQUEST + _REPLY, "replies": (_TEXT,) + _REPLY}
+#: ... as every tuple of types a well-formed row has: a row is checked in one lookup.
+_SHAPES = {kind: frozenset(itertools.product(*fields)) for kind, fields in _FIELDS.items()}
+_INT = {int}
 
 
 def _parse(msg):
@@ -199,16 +201,18 @@ def _parse(msg):
                             "controller reads 1.5 rows: run one hpclaunch version throughout")
     total = 0
     rows = []
-    for kind, shape in _ROWS.items():
+    for kind, fields in _FIELDS.items():
         listed = c.get(kind, [])
         if not isinstance(listed, list):
             raise ProtocolError(f"books' {kind!r} is not a list")
+        shapes = _SHAPES[kind]
+        where_sizes = [i for i, types in enumerate(fields) if types is _SIZES]
         for row in listed:
-            if not (isinstance(row, list) and len(row) == len(shape)
-                    and all(type(v) in types for v, types in zip(row, shape))):
+            if type(row) is not list or tuple(map(type, row)) not in shapes:
                 raise ProtocolError(f"bad row in {kind}: {str(row)[:200]}")
-            for sizes in (row[i] for i, types in enumerate(shape) if types is _SIZES):
-                if len(sizes) < N_FIXED or not all(type(n) is int and n >= 0 for n in sizes):
+            for i in where_sizes:
+                sizes = row[i]
+                if len(sizes) < N_FIXED or set(map(type, sizes)) != _INT or min(sizes) < 0:
                     raise ProtocolError(f"bad frame sizes in {kind}: {str(row)[:200]}")
                 total += sum(sizes)
         rows.append(listed)

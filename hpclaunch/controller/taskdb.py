@@ -48,11 +48,11 @@ def detach(frames, limit=65536):
     (measured: 12 KB per stored task). Big frames own their memory and stay zero-copy."""
     if frames is None:
         return None
-    return [f if isinstance(f, bytes) or len(f) >= limit else f.bytes for f in frames]
+    return [f if type(f) is bytes or len(f) >= limit else f.bytes for f in frames]
 
 
 def _size(frames):
-    return sum(len(f) for f in frames) if frames else 0
+    return sum(map(len, frames)) if frames else 0
 
 
 class TaskDB(abc.ABC):

@@ -25,8 +25,9 @@ import time
 import zmq
 
 from ..protocol import make_curve_client, recv_frames, wake_pair
-from ..protocol.direct import kept_for_books
 from ..protocol.bulk import nbytes
+from ..protocol.direct import frames_kept
+from ..protocol.session import N_FIXED
 from .logs import logger
 
 #: Longest a note waits before it is sent.
@@ -168,8 +169,10 @@ def batches(raw):
     reach ``FLUSH_BYTES``."""
     entries, replies, size = {}, [], 0     # msg_id -> [request row, frames, reply row, frames]
     for header, metadata, signed in raw:
-        kept = kept_for_books(signed)
-        sizes = [nbytes(f) for f in kept]
+        # (signature and JSON frames are bytes or zmq Frames; buffers may be views)
+        sizes = [*map(len, signed[:N_FIXED]), *map(nbytes, signed[N_FIXED:])]
+        kept = frames_kept(sizes)
+        kept, sizes = signed[:kept], sizes[:kept]
         msg_id = header["msg_id"]
         if metadata is None:
             if msg_id not in entries:      # (noted twice: the first counts, as it does there)

@@ -13,7 +13,7 @@ the JSON frames (which its first MAC covers) and marks the buffers as not kept, 
 everything of a tunnelled client still go through the controller.
 """
 
-from .bulk import total_nbytes
+from .bulk import nbytes
 from .session import N_FIXED
 
 #: Buffer bytes of one message the controller's books still keep (above: JSON frames only).
@@ -34,10 +34,14 @@ def direct_identity(engine_uuid):
 def kept_for_books(signed):
     """The frames of a direct request or reply the controller's books keep: ``signed`` is
     ``[sig, header, parent, metadata, content, *buffers]``."""
-    buffers = signed[N_FIXED:]
-    if buffers and total_nbytes(buffers) > COPY_LIMIT:  # (bytes, whatever a view's format)
-        return list(signed[:N_FIXED])
-    return list(signed)
+    return list(signed[:frames_kept(list(map(nbytes, signed)))])
+
+
+def frames_kept(sizes):
+    """How many of a direct message's frames (of these sizes in bytes, signature onward)
+    the books keep: all, or the signature and JSON frames if the buffers exceed
+    ``COPY_LIMIT``."""
+    return N_FIXED if sum(sizes[N_FIXED:]) > COPY_LIMIT else len(sizes)
 
 
 def buffers_left_out(signed):
