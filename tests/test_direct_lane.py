@@ -218,3 +218,19 @@ def test_unreachable_engine_is_used_through_the_controller():
 ])
 def test_which_direct_urls_a_client_uses(info, usable):
     assert (direct_url(info) is not None) == usable
+
+
+def test_an_engine_spins_only_briefly_after_a_blocking_call(start_cluster):
+    """After answering a blocking call the engine looks for the next one without sleeping
+    for SPIN_SECONDS (transport.spin_poll), then sleeps: an idle engine burns no CPU."""
+    import psutil
+
+    _cluster, rc = start_cluster(n=1)
+    view = rc[rc.ids[0]]
+    engine = psutil.Process(view.apply_sync(os.getpid))
+    for _ in range(200):
+        view.apply_sync(int)
+    time.sleep(0.2)
+    before = sum(engine.cpu_times()[:2])
+    time.sleep(1.0)
+    assert sum(engine.cpu_times()[:2]) - before < 0.05

@@ -24,6 +24,7 @@ import time
 import zmq
 
 from ..protocol import has_message, recv_frames
+from ..protocol.transport import SPIN_SECONDS, spin_poll
 from .direct import DirectLane
 from .iothread import dealer
 
@@ -57,12 +58,13 @@ class SyncChannel:
         """Read replies until ``future`` is done, then give the socket back (to the I/O
         thread if some of ``msg_ids`` are still unanswered)."""
         watch = self._watch
+        spin_until = time.perf_counter() + SPIN_SECONDS
         try:
             while not future.done():
                 # zmq_poll itself: the Poller wrapper costs ~5 us a call, on every round trip.
                 # One message per ready socket per poll: a no-op round trip then asks each
                 # socket nothing beyond the poll (getsockopt(EVENTS) costs ~2 us in pyzmq).
-                for sock, _ in zmq.zmq_poll(watch, POLL_SLICE_MS):
+                for sock, _ in spin_poll(watch, POLL_SLICE_MS, spin_until):
                     self._read_one(sock)
         finally:
             self._give_back([m for m in msg_ids if m in self._pending])

@@ -17,6 +17,7 @@ import zmq
 from ..error import ProtocolError
 from ..protocol import Session, has_message, make_curve_client, recv_frames, utcnow
 from ..protocol.stream import Reassembler, send_message
+from ..protocol.transport import SPIN_SECONDS, spin_poll
 from .capture import captured_output
 from .direct import bind_direct_port
 from .drain import DrainSchedule, drain_time_text, refusal
@@ -71,6 +72,7 @@ class Engine:
         self._stop_signal = None
         self._busy = False
         self._old_handlers = {}
+        self._spin_until = 0.0  # poll without sleeping until then (transport.spin_poll)
 
         self.context = zmq.Context()
         self.main = self._dealer(f"engine-{self.uuid}")
@@ -144,8 +146,8 @@ class Engine:
                     self._drain_and_leave()
                     return True
                 started = time.monotonic()
-                ready = [s for s, _ in zmq.zmq_poll(watch, 0 if self.queue else
-                                                          self._idle_poll_ms())]
+                ready = [s for s, _ in (zmq.zmq_poll(watch, 0) if self.queue else spin_poll(
+                    watch, self._idle_poll_ms(), self._spin_until))]
                 waited = time.monotonic() - started
                 if self.heart.pulses in ready and self.heart.drain():
                     silence = 0.0
@@ -374,6 +376,8 @@ class Engine:
         _, frames = self.session.pack(reply_type(msg.msg_type), content, msg, metadata, buffers,
                                       sign=False)  # signed as it goes: big buffers stream
         send_message(self.direct, msg.idents, frames, self.session)
+        if msg.metadata.get("answer_here"):  # a blocking call: the caller's next one follows
+            self._spin_until = time.perf_counter() + SPIN_SECONDS
         if msg.msg_type in WORK_REQUESTS:  # the controller books work, not refusals of the rest
             self.ledger.reply(msg, metadata, frames[1:])
 
