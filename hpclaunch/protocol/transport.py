@@ -1,8 +1,9 @@
-"""Sending and receiving multipart messages with as little Python per frame as possible.
+"""Sending, receiving and waiting for multipart messages with as little Python per frame
+as possible.
 
 pyzmq's ``send_multipart``/``recv_multipart`` cost ~3x more per frame than the
 Cython socket methods underneath (flag enums, copy thresholds, tracking); every
-message crosses three processes, so the hot paths use these two functions.
+message crosses three processes, so the hot paths use these functions.
 Frames of 64 KiB and more, and received ``zmq.Frame``s, are sent zero-copy.
 """
 
@@ -79,8 +80,11 @@ def spin_poll(watch, timeout_ms, spin_until=0.0):
         ready = zmq.zmq_poll(watch, 0)
         if ready:
             return ready
-        os.sched_yield()
+        _yield()
     return zmq.zmq_poll(watch, timeout_ms)
+
+
+_yield = getattr(os, "sched_yield", None) or (lambda: time.sleep(0))  # (not on Windows)
 
 
 def wake_pair(context, name):
