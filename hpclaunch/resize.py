@@ -24,6 +24,8 @@ STOP_TIMEOUT = 30.0
 EXIT_GRACE = 5.0
 #: Seconds a job whose engines all stopped gets to end by itself before it is cancelled.
 JOB_END_WAIT = 20.0
+#: Seconds a failed add waits for the engines it started and stopped to leave the client.
+UNDO_WAIT = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,9 +117,23 @@ def add_engines(cluster, rc, n, timeout=None, on_progress=None, on_jobs=None,
                                         on_jobs=on_jobs, launched=launched)
     except BaseException as e:
         undone = _undo_add(launcher, old_records, old_jobs)
+        ghosts = _wait_until_gone(rc, before_ids)
+        if ghosts:
+            undone = "; ".join(filter(None, [undone, (
+                f"engine(s) {', '.join(map(str, ghosts))} registered before they were stopped; "
+                "the controller drops them once their heartbeat stops")]))
         if undone and isinstance(e, LaunchError):
             e.args = (f"{e}\nundoing the add: {undone}",)
         raise
+
+
+def _wait_until_gone(rc, before_ids, timeout=UNDO_WAIT):
+    """Engines of an undone add that registered unregister as they are stopped: wait for
+    the client to hear it, so the cluster is as it was. Returns those still listed."""
+    deadline = time.monotonic() + timeout
+    while set(rc.ids) - before_ids and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return sorted(set(rc.ids) - before_ids)
 
 
 def _new_records(launcher, old_records):

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import pytest
 import zmq
@@ -312,6 +313,46 @@ def test_engine_gives_up_when_no_controller_answers(tmp_path):
     assert proc.returncode == 1
     assert f"no controller answered at tcp://127.0.0.1:{port} within 1 s" in proc.stderr
     assert json.loads(path.read_text())["key"] not in proc.stderr
+
+
+def test_a_registration_interrupted_by_a_signal_still_takes_the_reply():
+    """A stop signal may come just as the engine sends registration_request: the controller
+    registers it all the same. register() then waits STOP_GRACE for the reply (the engine
+    unregisters with it) instead of leaving a ghost engine for the heartbeat to find."""
+    from hpclaunch.engine.registration import STOP_GRACE, register
+
+    key = new_key()
+    ctx = zmq.Context.instance()
+    controller, engine = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
+    for sock in (controller, engine):
+        sock.setsockopt(zmq.LINGER, 0)
+    port = controller.bind_to_random_port("tcp://127.0.0.1")
+    engine.connect(f"tcp://127.0.0.1:{port}")
+    session = Session(key)
+
+    def answer(delay):
+        request = session.unpack(controller.recv_multipart())
+        time.sleep(delay)
+        session.send(controller, "registration_reply", {"status": "ok", "id": 7},
+                     parent=request.header, ident=request.idents)
+
+    try:
+        url = f"tcp://127.0.0.1:{port}"
+        replier = threading.Thread(target=answer, args=(0.5,))
+        replier.start()
+        reply = register(session, engine, url, {"uuid": "u"}, 30, should_stop=lambda: True)
+        replier.join()
+        assert reply == {"status": "ok", "id": 7}
+
+        replier = threading.Thread(target=answer, args=(STOP_GRACE + 1,))
+        replier.start()
+        started = time.monotonic()
+        assert register(session, engine, url, {"uuid": "u"}, 30, should_stop=lambda: True) is None
+        assert time.monotonic() - started < STOP_GRACE + 0.9
+        replier.join()
+    finally:
+        engine.close()
+        controller.close()
 
 
 # -- the ledger (the books of the direct lane) -------------------------------------------

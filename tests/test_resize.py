@@ -4,6 +4,7 @@
 import json
 import os
 import re
+import threading
 import time
 
 import psutil
@@ -167,6 +168,23 @@ def test_a_failed_add_is_undone(start_cluster):
     assert pids == before and n == 1
     assert wait_until(lambda: rc.ids == [0])
     assert len(processes_under(pdir)) == 2, "the controller and the first engine only"
+
+
+def test_a_failed_add_waits_until_its_engines_left_the_client():
+    """Engines the undone add registered leave rc.ids as they unregister; the add waits
+    (bounded) so the caller sees the cluster as it was, and names any that stay."""
+    from hpclaunch.resize import _wait_until_gone
+
+    class Listed:  # what the wait reads of a Client
+        ids = [0, 1, 2]
+
+    rc = Listed()
+    threading.Timer(0.2, setattr, (rc, "ids", [0, 1])).start()
+    assert _wait_until_gone(rc, frozenset({0, 1}), timeout=5) == []
+    rc.ids = [0, 1, 5]
+    began = time.monotonic()
+    assert _wait_until_gone(rc, frozenset({0, 1}), timeout=0.2) == [5]
+    assert time.monotonic() - began < 2
 
 
 def test_state_changes_from_two_shells_do_not_undo_each_other(start_cluster):

@@ -61,17 +61,26 @@ def registration_content(uuid, heart_identity, iopub_identity, requested_id=None
     return content
 
 
+#: How long a registration interrupted by a signal still waits for the controller's reply.
+STOP_GRACE = 2.0
+
+
 def register(session, main_socket, url, content, timeout, should_stop=lambda: False):
     """Send ``registration_request`` and return the ok reply's content.
 
-    Polls in short slices so a signal can interrupt the wait (``should_stop``
-    returning true ends it with ``None``)."""
+    Polls in short slices so a signal can interrupt the wait: once ``should_stop`` returns
+    true, the reply is awaited ``STOP_GRACE`` seconds more, then ``None`` is returned. (The
+    controller may have registered us already: with the reply, the caller can unregister
+    at once instead of leaving a ghost engine until the heartbeat gives up on it.)"""
     header = session.send(main_socket, "registration_request", content)
     deadline = time.monotonic() + timeout
+    stopping = False
     while True:
-        if should_stop():
-            return None
+        if not stopping and should_stop():
+            stopping, deadline = True, min(deadline, time.monotonic() + STOP_GRACE)
         remaining = deadline - time.monotonic()
+        if remaining <= 0 and stopping:
+            return None
         if remaining <= 0:
             raise RegistrationFailed(
                 f"no controller answered at {url} within {timeout:g} s: is it running? "
