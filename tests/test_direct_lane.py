@@ -234,3 +234,34 @@ def test_an_engine_spins_only_briefly_after_a_blocking_call(start_cluster):
     before = sum(engine.cpu_times()[:2])
     time.sleep(1.0)
     assert sum(engine.cpu_times()[:2]) - before < 0.05
+
+
+def test_reused_stream_buffers_never_change_what_a_reader_holds(start_cluster):
+    """Streamed buffers come from a pool that reuses memory nothing holds any more
+    (protocol/recvpool.py): what a client or an engine still holds is never written."""
+    from hpclaunch.protocol.recvpool import POOL
+
+    _cluster, rc = start_cluster(n=1)
+    view = rc[rc.ids[0]]
+    n = STREAM_MIN // 8 + 1000  # streamed: over STREAM_MIN bytes
+    original = np.arange(n, dtype=np.float64)
+    view.push({"a": original}, block=True)
+    view.push({"b": original * 2}, block=True)  # "a" holds the first pushed buffer
+    kept = view.pull("a", block=True)
+    view.execute("a[:] = -1", block=True)
+    for _ in range(4):  # each result is dropped at once: its buffer is free for the next
+        assert (view.pull("a", block=True) == -1).all()
+    assert np.array_equal(kept, original), "a held result is never reused"
+    assert np.array_equal(view.pull("b", block=True), original * 2)
+    assert POOL.held()[0] >= 6, "the client keeps every result (rc.results): none reused"
+
+    def pool_held():
+        from hpclaunch.protocol.recvpool import POOL
+        return POOL.held()[0]
+
+    for i in range(8):  # each push replaces "b": the buffer it held is free again soon
+        view.push({"b": original + i}, block=True)
+    assert np.array_equal(view.pull("b", block=True), original + 7)
+    # "a", the "b" in use, the one before it, and one the ledger may still hold for the
+    # books (up to 10 ms): not one per push
+    assert view.apply_sync(pool_held) <= 4, "the engine reused the buffers it let go of"

@@ -4,12 +4,14 @@ and anything that does not fit or verify is dropped and reported while the next 
 still served."""
 
 import struct
+import time
 
 import numpy as np
 import pytest
 import zmq
 
 from hpclaunch.protocol import DELIM, Session, new_key, recv_frames, send_frames
+from hpclaunch.protocol import recvpool
 from hpclaunch.protocol import stream as stream_module
 from hpclaunch.protocol.session import MAX_VOUCHED
 from hpclaunch.protocol.stream import (
@@ -205,7 +207,8 @@ def test_a_buffer_that_cannot_be_allocated_drops_its_stream(wire, monkeypatch):
 
     def no_memory(size):
         raise OSError(12, "Cannot allocate memory")
-    monkeypatch.setattr(stream_module, "_allocate", no_memory)
+    monkeypatch.setattr(recvpool, "_new", no_memory)
+    monkeypatch.setattr(stream_module, "POOL", recvpool.ReceivePool())  # none free to reuse
     send_frames(dealer, [STREAM, _layout((5, 10)), *JSON])
     good = signed_message(Session(KEY), b"fine")
     send_frames(dealer, good)
@@ -219,3 +222,35 @@ def test_a_session_remembers_a_bounded_number_of_vouched_streams():
     for i in range(MAX_VOUCHED + 1):
         session.vouch(b"%d" % i, [])
     assert len(session._vouched) == MAX_VOUCHED and b"0" not in session._vouched
+
+
+def test_the_receive_pool_reuses_a_buffer_only_once_nothing_holds_it():
+    pool = recvpool.ReceivePool(max_free=3 * 4096, idle=60)
+    first = pool.take(4096)
+    first_id = id(first)  # (a name for it would be a holder too)
+    view = memoryview(first)
+    array = np.frombuffer(first, dtype=np.uint8)
+    del first
+    second = pool.take(4096)
+    assert id(second) != first_id, "a buffer in use is never handed out again"
+    second[:4] = b"warm"
+    del second
+    third = pool.take(4096)
+    assert third[:4] == b"warm", "a free buffer of that size is reused, as it is"
+    del view
+    assert id(pool.take(4096)) != first_id, "the numpy array still holds it"
+    del array
+    assert id(pool.take(4096)) == first_id
+    assert id(pool.take(8192)) != first_id and pool.held()[0] == 4
+
+
+def test_the_receive_pool_lets_go_of_idle_and_surplus_free_buffers():
+    pool = recvpool.ReceivePool(max_free=2 * 4096, idle=0.2)
+    kept = pool.take(4096)
+    for _ in range(3):
+        pool.take(4096)  # each is free again at once: handed out and dropped
+    assert pool.held() == (2, 8192), "beyond max_free, free buffers go"
+    time.sleep(0.3)
+    pool.trim()
+    assert pool.held() == (1, 4096), "idle ones go; the one in use stays"
+    assert pool.take(4096) is not kept

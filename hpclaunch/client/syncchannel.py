@@ -24,6 +24,7 @@ import time
 import zmq
 
 from ..protocol import has_message, recv_frames
+from ..protocol.recvpool import POOL as RECEIVE_POOL
 from ..protocol.transport import SPIN_SECONDS, spin_poll
 from .direct import DirectLane
 from .iothread import dealer
@@ -68,6 +69,7 @@ class SyncChannel:
                     self._read_one(sock)
         finally:
             self._give_back([m for m in msg_ids if m in self._pending])
+            RECEIVE_POOL.trim()  # stream buffers the caller let go of, idle too long
 
     def _read_one(self, sock):
         """Read one message from ``sock``, which has one (the lane's through its

@@ -16,6 +16,7 @@ import zmq
 
 from ..error import ProtocolError
 from ..protocol import Session, has_message, make_curve_client, recv_frames, utcnow
+from ..protocol.recvpool import POOL as RECEIVE_POOL
 from ..protocol.stream import Reassembler, send_message
 from ..protocol.transport import SPIN_SECONDS, spin_poll
 from .capture import captured_output
@@ -149,6 +150,8 @@ class Engine:
                 ready = [s for s, _ in (zmq.zmq_poll(watch, 0) if self.queue else spin_poll(
                     watch, self._idle_poll_ms(), self._spin_until))]
                 waited = time.monotonic() - started
+                if not ready and not self.queue:
+                    RECEIVE_POOL.trim()  # idle: free stream buffers go back to the system
                 if self.heart.pulses in ready and self.heart.drain():
                     silence = 0.0
                 elif not self.queue:

@@ -27,10 +27,10 @@ when its signature comes or does not verify is dropped and reported.
 
 import collections
 import hmac
-import mmap
 import struct
 
 from .bulk import byte_view, nbytes
+from .recvpool import POOL
 from .session import DELIM, N_FIXED
 from .transport import send_frames
 
@@ -218,7 +218,7 @@ class _Stream:
         if self._index < len(self._sizes):
             size = self._sizes[self._index]
             self._mac.length(size)
-            self.buffers[self._index] = _allocate(size)
+            self.buffers[self._index] = POOL.take(size)  # warm memory when it can
 
     def add(self, part):
         """Copy ``part`` in and MAC it; False if it does not fit the layout."""
@@ -240,11 +240,3 @@ class _Stream:
 
     def verify(self, sig):
         return hmac.compare_digest(sig, self._mac.signature())
-
-
-def _allocate(size):
-    """Private anonymous memory, on the page size the node's THP policy gives it ("always"
-    on RHEL-family nodes: 2 MiB). We do not ask for huge pages ourselves: on a VM whose
-    balloon reports free 2 MiB blocks to its host (ours), receives into fresh huge pages
-    were 3-5x slower in about half the runs (bench/README.md, "Caveats")."""
-    return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
