@@ -32,6 +32,7 @@ class ReceivePool:
         self.idle = idle
         self._lock = threading.Lock()
         self._entries = []  # [buffer, size, when last handed out], oldest first
+        self._next_trim = 0.0  # trim() looks at most this often (it runs on hot paths)
 
     def take(self, size):
         """A writable buffer of ``size`` bytes: a free one of that size, or a new one."""
@@ -47,12 +48,16 @@ class ReceivePool:
             return buffer
 
     def trim(self):
-        """Let go of free buffers idle too long, or beyond ``max_free`` bytes."""
-        if self._entries:
+        """Let go of free buffers idle too long, or beyond ``max_free`` bytes. Cheap to
+        call often: it looks at most every ``idle / 2`` seconds (the entries of results a
+        client keeps stay listed, so a look is not free)."""
+        now = time.monotonic()
+        if self._entries and now >= self._next_trim:
             with self._lock:
-                self._trim(time.monotonic())
+                self._trim(now)
 
     def _trim(self, now):
+        self._next_trim = now + self.idle / 2
         kept, free_bytes = [], 0
         for entry in reversed(self._entries):  # the most recently used are kept first
             if _free(entry):
