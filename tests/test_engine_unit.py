@@ -357,61 +357,93 @@ def test_a_registration_interrupted_by_a_signal_still_takes_the_reply():
 
 # -- the ledger (the books of the direct lane) -------------------------------------------
 
-def test_the_ledger_sends_big_books_in_pieces_with_the_answers_last(monkeypatch):
-    """Rows are shaped off the task's path: a request answered in the same books is one
-    task row; what a flush holds goes as several books messages of about FLUSH_BYTES, and
-    the controller's tokens only with the last."""
-    monkeypatch.setattr(ledger_module, "FLUSH_BYTES", 3000)
+@pytest.fixture
+def ledger_pair():
+    """``(session, controller, ledger)``: a Ledger (not started) talking to a ROUTER."""
     session = Session(new_key())
     ctx = zmq.Context.instance()
     controller = ctx.socket(zmq.ROUTER)
     controller.setsockopt(zmq.LINGER, 0)
     port = controller.bind_to_random_port("tcp://127.0.0.1")
     ledger = ledger_module.Ledger(ctx, f"tcp://127.0.0.1:{port}", "books-unit", session)
-    try:
-        ledger.engine_id = 3  # not started: this thread sends, as the ledger thread would
-        requests = []
-        for i in range(4):
-            _, frames = session.pack("apply_request", {}, buffers=[bytes([i]) * 1000])
-            request = session.unpack(frames)
-            requests.append(request)
-            ledger.request(request)
-            if i == 1:
-                continue  # answered after the next one is read
-            metadata = reply_metadata(3, "ok", stdout=f"out {i}")
-            _, reply = session.pack("apply_reply", {"status": "ok"}, request, metadata,
-                                    [b"r" * 10])
-            ledger.reply(request, metadata, reply[1:])
-            if i == 2:
-                metadata = reply_metadata(3, "ok", stdout="out 1")
-                _, reply = session.pack("apply_reply", {"status": "ok"}, requests[1],
-                                        metadata, [b"r" * 10])
-                ledger.reply(requests[1], metadata, reply[1:])
-        ledger._send(["token-1"])
-        books = []
-        while controller.poll(500):
-            books.append(session.unpack(controller.recv_multipart()))
-        assert [b.content["answers"] for b in books] == [[]] * (len(books) - 1) + [["token-1"]]
-        rows = [(kind, row) for b in books for kind in ("requests", "tasks", "replies")
-                for row in b.content[kind]]
-        ids = [r.msg_id for r in requests]
-        booked = sorted((row[0], kind) for kind, row in rows)
-        # (a request's frames are ~1.3 KB, a reply's ~0.6 KB.) Request 1 closes the first
-        # books before its reply comes, and request 3 the second: each is a request row,
-        # then a reply row; tasks 0 and 2 are one row each
-        assert booked == sorted([(ids[0], "tasks"), (ids[1], "requests"), (ids[1], "replies"),
-                                 (ids[2], "tasks"), (ids[3], "requests"), (ids[3], "replies")])
-        assert len(books) == 3
-        task = next(row for kind, row in rows if kind == "tasks" and row[0] == ids[0])
-        assert task[1] == "apply_request" and task[5] == "ok" and task[8] == "out 0"
-        for b in books:
-            sizes = [n for kind in ("requests", "tasks", "replies") for row in b.content[kind]
-                     for field in row if isinstance(field, list) for n in field]
-            assert sum(sizes) == len(b.buffers[0]) < 3000 + 2000
-        # the buffer holds the request rows' frames first, then the task rows'
-        blob, first = books[0].buffers[0], books[0].content["requests"][0][4]
-        assert blob[:sum(first)].endswith(bytes([1]) * 1000)
-        assert blob[sum(first):].find(bytes([0]) * 1000) > 0
-    finally:
-        ledger.close()
-        controller.close()
+    yield session, controller, ledger
+    ledger.close()
+    controller.close()
+
+
+def test_the_ledger_sends_big_books_in_pieces_with_the_answers_last(monkeypatch, ledger_pair):
+    """Rows are shaped off the task's path: a request answered in the same books is one
+    task row; what a flush holds goes as several books messages of about FLUSH_BYTES, and
+    the controller's tokens only with the last."""
+    monkeypatch.setattr(ledger_module, "FLUSH_BYTES", 3000)
+    session, controller, ledger = ledger_pair
+    ledger.engine_id = 3  # not started: this thread sends, as the ledger thread would
+    requests = []
+    for i in range(4):
+        _, frames = session.pack("apply_request", {}, buffers=[bytes([i]) * 1000])
+        request = session.unpack(frames)
+        requests.append(request)
+        ledger.request(request)
+        if i == 1:
+            continue  # answered after the next one is read
+        metadata = reply_metadata(3, "ok", stdout=f"out {i}")
+        _, reply = session.pack("apply_reply", {"status": "ok"}, request, metadata,
+                                [b"r" * 10])
+        ledger.reply(request, metadata, reply[1:])
+        if i == 2:
+            metadata = reply_metadata(3, "ok", stdout="out 1")
+            _, reply = session.pack("apply_reply", {"status": "ok"}, requests[1],
+                                    metadata, [b"r" * 10])
+            ledger.reply(requests[1], metadata, reply[1:])
+    ledger._send(["token-1"])
+    books = []
+    while controller.poll(500):
+        books.append(session.unpack(controller.recv_multipart()))
+    assert [b.content["answers"] for b in books] == [[]] * (len(books) - 1) + [["token-1"]]
+    rows = [(kind, row) for b in books for kind in ("requests", "tasks", "replies")
+            for row in b.content[kind]]
+    ids = [r.msg_id for r in requests]
+    booked = sorted((row[0], kind) for kind, row in rows)
+    # (a request's frames are ~1.3 KB, a reply's ~0.6 KB.) Request 1 closes the first
+    # books before its reply comes, and request 3 the second: each is a request row,
+    # then a reply row; tasks 0 and 2 are one row each
+    assert booked == sorted([(ids[0], "tasks"), (ids[1], "requests"), (ids[1], "replies"),
+                             (ids[2], "tasks"), (ids[3], "requests"), (ids[3], "replies")])
+    assert len(books) == 3
+    task = next(row for kind, row in rows if kind == "tasks" and row[0] == ids[0])
+    assert task[1] == "apply_request" and task[5] == "ok" and task[8] == "out 0"
+    for b in books:
+        sizes = [n for kind in ("requests", "tasks", "replies") for row in b.content[kind]
+                 for field in row if isinstance(field, list) for n in field]
+        assert sum(sizes) == len(b.buffers[0]) < 3000 + 2000
+    # the buffer holds the request rows' frames first, then the task rows'
+    blob, first = books[0].buffers[0], books[0].content["requests"][0][4]
+    assert blob[:sum(first)].endswith(bytes([1]) * 1000)
+    assert blob[sum(first):].find(bytes([0]) * 1000) > 0
+
+
+def test_the_ledger_answers_after_the_reply_being_sent_is_noted(ledger_pair):
+    """A client may have its reply and ask queue_status before the engine's main thread has
+    noted that reply; the answer to books_request waits for ``replying`` (held from a
+    reply's send to its note), so the books it answers with hold that reply."""
+    session, controller, ledger = ledger_pair
+    ledger.start(3)
+    hello = session.unpack(controller.recv_multipart())  # a ledger says hello first
+    _, frames = session.pack("apply_request", {})
+    request = session.unpack(frames)
+    ledger.request(request)
+    with ledger.replying:  # the main thread has sent the reply, not noted it yet
+        session.send(controller, "books_request", {"token": "t"}, ident=hello.idents)
+        time.sleep(0.3)
+        metadata = reply_metadata(3, "ok")
+        _, reply = session.pack("apply_reply", {"status": "ok"}, request, metadata)
+        ledger.reply(request, metadata, reply[1:])
+    rows, answered = [], False
+    while not answered and controller.poll(2000):
+        books = session.unpack(controller.recv_multipart())
+        rows += books.content["tasks"] + books.content["requests"] + books.content["replies"]
+        answered = books.content["answers"] == ["t"]
+    assert answered
+    # the reply is a task row (with its request) or a reply row (if the request went before)
+    assert [row[0] for row in rows if len(row) in (7, 11)] == [request.msg_id], \
+        "the books the answer closes hold the reply"

@@ -378,11 +378,12 @@ class Engine:
         metadata["direct"] = True
         _, frames = self.session.pack(reply_type(msg.msg_type), content, msg, metadata, buffers,
                                       sign=False)  # signed as it goes: big buffers stream
-        send_message(self.direct, msg.idents, frames, self.session)
+        with self.ledger.replying:  # noted before the ledger answers a query that followed it
+            send_message(self.direct, msg.idents, frames, self.session)
+            if msg.msg_type in WORK_REQUESTS:  # the controller books work, not refusals
+                self.ledger.reply(msg, metadata, frames[1:])
         if msg.metadata.get("answer_here"):  # a blocking call: the caller's next one follows
             self._spin_until = time.perf_counter() + SPIN_SECONDS
-        if msg.msg_type in WORK_REQUESTS:  # the controller books work, not refusals of the rest
-            self.ledger.reply(msg, metadata, frames[1:])
 
     def _publish(self, msg_type, content, parent):
         """Send on iopub from any thread (user threads print too)."""

@@ -12,7 +12,10 @@ it and each reply as it sends it, and a thread of its own sends the notes as one
   ``FLUSH_ENTRIES`` notes (it wakes once per batch, not per note), in messages of at most
   about ``FLUSH_BYTES`` bytes of frames;
 - at once when the controller asks (``books_request``): it answers queries about the
-  books only after every engine has sent what it holds;
+  books only after every engine has sent what it holds. A reply the client already has
+  must be in them: the main thread sends a reply and notes it holding ``replying``, which
+  the answer waits for (else a client could see its result, ask queue_status, and find
+  the task not yet completed);
 - when the engine leaves.
 
 The thread owns its own DEALER (routing id ``books-<uuid>``), so it serves the
@@ -34,6 +37,9 @@ from .logs import logger
 FLUSH_AFTER = 0.01
 #: A batch goes at once when it holds this many notes.
 FLUSH_ENTRIES = 256
+#: Longest an answer to books_request waits for the main thread to note a reply it is
+#: sending (a big reply streams for a while; the controller answers after BOOKS_WAIT, 1 s).
+REPLY_WAIT = 0.5
 #: One books message carries about this many bytes of frames at most (a note keeps at most
 #: direct.COPY_LIMIT of buffers, so the main thread need not size what it notes).
 FLUSH_BYTES = 8 << 20
@@ -55,6 +61,7 @@ class Ledger:
         self.socket.connect(url)
         self._wake_in, self._wake_out = wake_pair(context, f"hpclaunch-ledger-{identity}")
         self._lock = threading.Lock()
+        self.replying = threading.Lock()  # held by the main thread from a reply's send to its note
         self._raw = []                # (request header, reply metadata or None, frames)
         self._since = None            # when the oldest unsent note was made
         self._thread = threading.Thread(target=self._run, name="ledger", daemon=True)
@@ -118,6 +125,8 @@ class Ledger:
                     woken = _drain(self._wake_in)
                     stop, full = b"stop" in woken, b"full" in woken
                 tokens = self._asked() if self.socket in ready else []
+                if tokens and self.replying.acquire(timeout=REPLY_WAIT):
+                    self.replying.release()  # a reply being sent is noted by now
                 due = since is not None and time.monotonic() >= since + FLUSH_AFTER
                 if tokens or stop or full or due:
                     self._send(tokens)
