@@ -65,6 +65,10 @@ class TaskTimeout(HpclaunchError):
     """A load-balanced task was not placed on an engine within its ``timeout``."""
 
 
+class ResultReleased(HpclaunchError):
+    """A big result asked for again after the program let go of it (client/results.py)."""
+
+
 class RemoteError(HpclaunchError):
     """An exception raised on an engine, carried back with its type and traceback."""
 

@@ -253,7 +253,9 @@ def test_reused_stream_buffers_never_change_what_a_reader_holds(start_cluster):
         assert (view.pull("a", block=True) == -1).all()
     assert np.array_equal(kept, original), "a held result is never reused"
     assert np.array_equal(view.pull("b", block=True), original * 2)
-    assert POOL.held()[0] >= 6, "the client keeps every result (rc.results): none reused"
+    # "kept" and one buffer each later pull reused: a result the program dropped leaves
+    # rc.results with it (client/results.py), so the client does not grow a buffer a pull
+    assert POOL.held()[0] <= 3, "the client reused the buffers of dropped results"
 
     def pool_held():
         from hpclaunch.protocol.recvpool import POOL

@@ -51,10 +51,14 @@ class Client(TaskRecords):
     ``direct`` (default: on unless tunnelled) sends work for one engine straight to it,
     one network hop instead of two; engines this process cannot reach are used through
     the controller either way. ``direct=False`` sends everything through the controller.
+
+    ``results`` keeps every result by msg_id, except that one of 1 MiB or more stays only
+    while the program holds it or its AsyncResult (client/results.py: a loop pulling big
+    arrays does not grow); ``keep_results=True`` keeps those too, as ipyparallel does.
     """
 
     def __init__(self, url_file=None, profile=None, profile_dir=None, timeout=10,
-                 sshserver=None, sshkey=None, paramiko=None, direct=None):
+                 sshserver=None, sshkey=None, paramiko=None, direct=None, keep_results=False):
         path = url_file or paths.client_file(paths.profile_dir(profile, profile_dir))
         info = read_connection_file(path)
         self.controller_url = info["url"]
@@ -69,7 +73,8 @@ class Client(TaskRecords):
         self.session = Session(info["key"])
         self.history = []
         self.block = False
-        self._inbox = Inbox(self.session, connection_file=path, client=self)
+        self._inbox = Inbox(self.session, connection_file=path, client=self,
+                            keep_results=keep_results)
         self._send_lock = threading.Lock()
         self._closed = False
         self._context = zmq.Context()

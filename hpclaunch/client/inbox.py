@@ -17,13 +17,17 @@ import time
 
 from .. import error
 from ..protocol import deserialize, split_idents
+from ..protocol.bulk import total_nbytes
 from ..protocol.ratelimit import RateLimitedLog
+from .results import Results
 
 log = logging.getLogger("hpclaunch.client")
 
 #: Keys of a stored task record (result_reply) copied into the client's metadata.
 RECORD_KEYS = ("submitted", "engine_id", "started", "completed")
 
+
+_NOT_HERE = object()
 
 #: How many task replies nobody was waiting for are kept (see ``Inbox.adopt``).
 MAX_ORPHANS = 1024
@@ -84,12 +88,13 @@ class HubRequest(concurrent.futures.Future):
 class Inbox:
     """Verify, route and record everything the controller sends this client."""
 
-    def __init__(self, session, connection_file="the connection file", client=None):
+    def __init__(self, session, connection_file="the connection file", client=None,
+                 keep_results=False):
         self.session = session
         self.connection_file = connection_file
         self.client = client
         self.pending = {}       # msg_id -> AsyncResult | HubRequest awaiting its reply
-        self.results = {}       # msg_id -> value or exception
+        self.results = Results(keep_all=keep_results)  # msg_id -> value or exception
         self.metadata = {}      # msg_id -> metadata dict
         self.outstanding = set()
         self.followers = {}     # msg_id -> [AsyncResult] also waiting (get_result)
@@ -163,7 +168,7 @@ class Inbox:
         msg_id = msg.parent["msg_id"]
         value = self.settle(msg_id, msg)
         value = ar._task_done(msg_id, value)
-        self.results[msg_id] = value
+        self.results.record(msg_id, value, total_nbytes(msg.buffers) if msg.buffers else 0, ar)
         self.outstanding.discard(msg_id)
         if self.followers:
             self._feed_followers(msg_id, value)
@@ -221,8 +226,9 @@ class Inbox:
             for msg_id in msg_ids:
                 self.followers.setdefault(msg_id, []).append(ar)
         for msg_id in msg_ids:
-            if msg_id in self.results:
-                self._feed_followers(msg_id, self.results[msg_id])
+            value = self.results.get(msg_id, _NOT_HERE)
+            if value is not _NOT_HERE:
+                self._feed_followers(msg_id, value)
             elif msg_id not in self.pending:
                 to_fetch.append(msg_id)
         return to_fetch
@@ -251,12 +257,20 @@ class Inbox:
             md = self.metadata.setdefault(msg_id, new_metadata(msg_id))
             record = entry.get("record") or {}
             md.update({k: record[k] for k in RECORD_KEYS if record.get(k) is not None})
+            nbytes = 0
             try:
                 stored = self.session.unpack_signed([], frames, check_replay=False)
                 value = self.settle(msg_id, stored)
+                nbytes = total_nbytes(stored.buffers)
             except (error.SignatureError, error.ProtocolError) as e:
                 value = error.ProtocolError(f"the stored reply of {msg_id} is not valid: {e}")
-            self.results[msg_id] = value
+            if getattr(value, "ename", None) == "ResultNotKept" and self.results.released(msg_id):
+                value = error.ResultReleased(
+                    f"the result of {msg_id} was let go when nothing held it any more: rc.results "
+                    "keeps a result of 1 MiB or more only while the program holds it or its "
+                    "AsyncResult, and the controller keeps none that big from the direct lane. "
+                    "Keep a reference, or make the client with Client(keep_results=True)")
+            self.results.record(msg_id, value, nbytes)
             self.hub_watch.discard(msg_id)
             self._feed_followers(msg_id, value)
         self.hub_watch.update(m for m in content.get("pending") or [] if m not in self.results)
