@@ -19,7 +19,7 @@ from .. import error
 from ..protocol import deserialize, split_idents
 from ..protocol.bulk import total_nbytes
 from ..protocol.ratelimit import RateLimitedLog
-from .results import Results
+from .results import BIG_RESULT, Results
 
 log = logging.getLogger("hpclaunch.client")
 
@@ -27,6 +27,7 @@ log = logging.getLogger("hpclaunch.client")
 RECORD_KEYS = ("submitted", "engine_id", "started", "completed")
 
 
+#: ``results.get``'s default: None is a result like any other.
 _NOT_HERE = object()
 
 #: How many task replies nobody was waiting for are kept (see ``Inbox.adopt``).
@@ -267,7 +268,7 @@ class Inbox:
             if getattr(value, "ename", None) == "ResultNotKept" and self.results.released(msg_id):
                 value = error.ResultReleased(
                     f"the result of {msg_id} was let go when nothing held it any more: rc.results "
-                    "keeps a result of 1 MiB or more only while the program holds it or its "
+                    f"keeps a result of {BIG_RESULT >> 20} MiB or more only while the program holds it or its "
                     "AsyncResult, and the controller keeps none that big from the direct lane. "
                     "Keep a reference, or make the client with Client(keep_results=True)")
             self.results.record(msg_id, value, nbytes)
