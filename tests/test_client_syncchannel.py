@@ -111,3 +111,30 @@ def _done_future():
     f.set_result(None)
     return f
 
+
+
+def test_a_blocking_call_waiting_behind_other_work_shows_in_queue_status(start_cluster):
+    """A blocking call on the direct lane is booked by the engine once read; one that waits
+    unread behind another client's work is copied to the controller after COPY_AFTER."""
+    import time
+
+    import hpclaunch as hl
+    from hpclaunch.client.syncchannel import COPY_AFTER
+
+    cluster, rc = start_cluster(n=1)
+    eid = rc.ids[0]
+    busy = rc[eid].apply_async(time.sleep, 3)  # not blocking: booked at once
+    wait_until(lambda: rc.queue_status(eid)["queue"] == 1, what="the running task booked")
+    other = hl.Client(profile_dir=cluster.profile_dir)
+    try:
+        results = []
+        waiter = threading.Thread(target=lambda: results.append(other[eid].apply_sync(abs, -7)))
+        waiter.start()
+        wait_until(lambda: rc.queue_status(eid)["queue"] == 2, timeout=COPY_AFTER + 1.5,
+                   what="the blocking call, unread behind the sleep, in queue_status")
+        waiter.join(10)
+        assert results == [7] and busy.get(10) is None
+        wait_until(lambda: rc.queue_status(eid) == {"queue": 0, "tasks": 0, "completed": 2},
+                   what="both tasks completed, each booked once")
+    finally:
+        other.close()

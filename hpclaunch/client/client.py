@@ -343,6 +343,8 @@ class Client(TaskRecords):
                         metadata[msg_id]["direct"] = True
                         if sync is None:  # it may wait unread behind running work: book it now
                             copies.append([DELIM, *kept_for_books(frames[1:])])
+                        else:  # booked by the engine's ledger, or if it waits (syncchannel.py)
+                            sync.sent_direct(msg_id, frames)
                         sent.append(msg_id)
                         continue
                 session.send(sock, msg_type, content, metadata=md, buffers=buffers,

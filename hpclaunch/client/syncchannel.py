@@ -11,6 +11,12 @@ Work for one engine goes on the channel's DirectLane when it can (protocol/direc
 so the channel is two sockets: ``socket`` to the controller and ``lane.socket`` to the
 engines; both are read together.
 
+A blocking call on the direct lane sends the controller no copy of its request (a
+non-blocking one does, client.py): it costs a message per call, and the engine's books
+report the request within ~10 ms of reading it. But an engine busy with other work reads
+nothing; so a call still unanswered after ``COPY_AFTER`` is copied to the controller
+then, and queue_status shows it waiting.
+
 Exactly one thread owns the sockets at a time: nobody (IDLE), a borrowing caller
 (BORROWED) or, when a caller stopped waiting before every reply came (a timeout, an
 interrupt), the I/O thread (WATCHED), which reads the late replies until none is
@@ -23,7 +29,8 @@ import time
 
 import zmq
 
-from ..protocol import has_message, recv_frames
+from ..protocol import DELIM, has_message, recv_frames, send_frames
+from ..protocol.direct import kept_for_books
 from ..protocol.recvpool import POOL as RECEIVE_POOL
 from ..protocol.transport import SPIN_SECONDS, spin_poll
 from .direct import DirectLane
@@ -32,6 +39,9 @@ from .iothread import dealer
 IDLE, BORROWED, WATCHED = "idle", "borrowed", "watched"
 #: Longest single wait in poll, so a caller notices a future failed by close().
 POLL_SLICE_MS = 100
+#: Seconds after which the requests of a blocking call still unanswered are copied to the
+#: controller's books.
+COPY_AFTER = 0.2
 
 
 class SyncChannel:
@@ -45,6 +55,7 @@ class SyncChannel:
         self._on_frames = on_frames   # Inbox.on_frames: verifies and completes futures
         self._pending = pending       # Inbox.pending: msg_id -> future still waiting
         self._late = []               # msg_ids the I/O thread still has to collect
+        self._unbooked = []           # (msg_id, signed frames) sent on the lane, not copied
         self.wake_io = None           # set by the client: makes the I/O thread look at us
 
     # -- the calling thread -----------------------------------------------------
@@ -55,21 +66,47 @@ class SyncChannel:
             self.state = BORROWED
             return True
 
+    def sent_direct(self, msg_id, frames):
+        """The borrower sent ``frames`` (signed, delimiter onward) on the lane: copied to
+        the controller only if unanswered after COPY_AFTER."""
+        self._unbooked.append((msg_id, frames))
+
     def wait(self, future, msg_ids):
         """Read replies until ``future`` is done, then give the socket back (to the I/O
         thread if some of ``msg_ids`` are still unanswered)."""
         watch = self._watch
-        spin_until = time.perf_counter() + SPIN_SECONDS
+        now = time.perf_counter()
+        spin_until = now + SPIN_SECONDS
+        copy_at = now + COPY_AFTER if self._unbooked else None
         try:
             while not future.done():
+                timeout = POLL_SLICE_MS
+                if copy_at is not None:
+                    left = copy_at - time.perf_counter()
+                    if left <= 0:
+                        self._book_unanswered()
+                        copy_at = None
+                    else:
+                        timeout = min(timeout, int(left * 1000) + 1)
                 # zmq_poll itself: the Poller wrapper costs ~5 us a call, on every round trip.
                 # One message per ready socket per poll: a no-op round trip then asks each
                 # socket nothing beyond the poll (getsockopt(EVENTS) costs ~2 us in pyzmq).
-                for sock, _ in spin_poll(watch, POLL_SLICE_MS, spin_until):
+                for sock, _ in spin_poll(watch, timeout, spin_until):
                     self._read_one(sock)
         finally:
-            self._give_back([m for m in msg_ids if m in self._pending])
+            unanswered = [m for m in msg_ids if m in self._pending]
+            if unanswered and self._unbooked:  # the caller gives up waiting, the books not
+                self._book_unanswered()
+            self._unbooked = []
+            self._give_back(unanswered)
             RECEIVE_POOL.trim()  # stream buffers the caller let go of, idle too long
+
+    def _book_unanswered(self):
+        """Copy the lane requests still unanswered to the controller, for its books."""
+        for msg_id, frames in self._unbooked:
+            if msg_id in self._pending and not self.socket.closed:
+                send_frames(self.socket, [DELIM, *kept_for_books(frames[1:])])
+        self._unbooked = []
 
     def _read_one(self, sock):
         """Read one message from ``sock``, which has one (the lane's through its
