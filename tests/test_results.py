@@ -2,6 +2,7 @@
 program holds it, so a loop pulling big arrays does not grow the client."""
 
 import gc
+import time
 
 import numpy as np
 import pytest
@@ -68,6 +69,11 @@ def test_keep_all_keeps_big_results_and_the_mapping_behaves_as_a_dict():
     held.update(a=1, b=2)
     held.clear()
     assert len(held) == 0 and dict(held) == {}
+    many = Results()
+    many.update((str(i), i) for i in range(100_000))
+    started = time.perf_counter()
+    many.clear()
+    assert not many and time.perf_counter() - started < 1.0, "clear() is not one pop per key"
     held.record("again", value, BIG_RESULT)
     held["again"] = "small now"  # an assignment replaces the weak entry for good
     del value

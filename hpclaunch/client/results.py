@@ -92,6 +92,10 @@ class Results(collections.abc.MutableMapping):
         yield from list(self._kept)
         yield from [m for m, (ref, _) in list(self._held.items()) if ref() is not None]
 
+    def clear(self):  # (MutableMapping's pops one key at a time, each making an iterator)
+        self._kept.clear()
+        self._held.clear()
+
     def __len__(self):
         return len(self._kept) + sum(1 for ref, _ in list(self._held.values())
                                      if ref() is not None)
