@@ -267,10 +267,11 @@ class Inbox:
                 value = error.ProtocolError(f"the stored reply of {msg_id} is not valid: {e}")
             if getattr(value, "ename", None) == "ResultNotKept" and self.results.released(msg_id):
                 value = error.ResultReleased(
-                    f"the result of {msg_id} was let go when nothing held it any more: rc.results "
-                    f"keeps a result of {BIG_RESULT >> 20} MiB or more only while the program holds it or its "
-                    "AsyncResult, and the controller keeps none that big from the direct lane. "
-                    "Keep a reference, or make the client with Client(keep_results=True)")
+                    f"the result of {msg_id} was let go when nothing held it any more: "
+                    f"rc.results keeps a result of {BIG_RESULT >> 20} MiB or more only while "
+                    "the program holds it or its AsyncResult, and the controller keeps none "
+                    "that big from the direct lane. Keep a reference, or make the client "
+                    "with Client(keep_results=True)")
             self.results.record(msg_id, value, nbytes)
             self.hub_watch.discard(msg_id)
             self._feed_followers(msg_id, value)

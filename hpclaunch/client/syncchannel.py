@@ -103,10 +103,13 @@ class SyncChannel:
 
     def _book_unanswered(self):
         """Copy the lane requests still unanswered to the controller, for its books."""
-        for msg_id, frames in self._unbooked:
+        unbooked, self._unbooked = self._unbooked, []
+        for msg_id, frames in unbooked:
             if msg_id in self._pending and not self.socket.closed:
-                send_frames(self.socket, [DELIM, *kept_for_books(frames[1:])])
-        self._unbooked = []
+                try:
+                    send_frames(self.socket, [DELIM, *kept_for_books(frames[1:])])
+                except zmq.ZMQError:  # closing: the books are the engine's ledger's to keep
+                    return
 
     def _read_one(self, sock):
         """Read one message from ``sock``, which has one (the lane's through its
