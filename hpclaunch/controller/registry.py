@@ -11,7 +11,8 @@ class EngineRecord:
     """One registered engine and the requests it has not answered yet."""
 
     __slots__ = ("id", "uuid", "ident", "heart", "iopub", "hostname", "pid", "registered",
-                 "info", "outstanding", "balanced", "completed", "draining", "running_at_drain", "ledger", "ledger_up")
+                 "info", "outstanding", "balanced", "completed", "draining", "running_at_drain",
+                 "ledger", "ledger_up")
 
     def __init__(self, eid, uuid, ident, heart, iopub, hostname, pid, info):
         self.id = eid

@@ -28,6 +28,7 @@ class TaskStream(io.TextIOBase):
     _kept_size = _pending_size = 0
     _truncated = _finished = False
     _kept = _pending = ()
+    _limit, _chunk = CAPTURE_LIMIT, CHUNK
 
     def __init__(self, name, publish, fallback, limit=CAPTURE_LIMIT, chunk=CHUNK):
         self.name = name
@@ -36,9 +37,6 @@ class TaskStream(io.TextIOBase):
         if limit != CAPTURE_LIMIT or chunk != CHUNK:
             self._limit, self._chunk = limit, chunk
         self._lock = threading.Lock()
-
-    _limit = CAPTURE_LIMIT
-    _chunk = CHUNK
 
     # -- file protocol ----------------------------------------------------
     encoding = "utf-8"
